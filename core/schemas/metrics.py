@@ -1,0 +1,20 @@
+"""One logged training step, as the trainer reports it and the API serves it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class StepMetrics(BaseModel):
+    """Metrics of one logged optimizer step; None where the trainer did not log that value."""
+
+    step: int
+    total_steps: int
+    train_loss: float | None = None
+    grad_norm: float | None = None
+    learning_rate: float | None = None
+    epoch: float | None = None
+    tokens: int | None = None  # non-padding tokens seen so far
+    tokens_per_s: float | None = None  # measured by the recipe over the last logging window
+    valid_loss: float | None = None
+    mean_token_accuracy: float | None = None
