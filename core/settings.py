@@ -25,11 +25,15 @@ class Settings(BaseSettings):
         description="Redis URL used as Celery broker and event bus.",
     )
     data_dir: Path = Field(default=Path("var"), description="Root of embedded servers, artifacts, caches.")
-    storage_dir: Path | None = Field(default=None, description="Artifact store directory (default data_dir/store).")
+    storage_dir: Path | None = Field(
+        default=None, description="Artifact store directory (default data_dir/store)."
+    )
     model_registry: Path | None = Field(
         default=None, description="TOML file naming base models (default data_dir/models.toml)."
     )
-    model_cache_dir: Path | None = Field(default=None, description="Converted models (default data_dir/models).")
+    model_cache_dir: Path | None = Field(
+        default=None, description="Converted models (default data_dir/models)."
+    )
     work_dir: Path | None = Field(default=None, description="Worker scratch space (default data_dir/work).")
 
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Largest accepted upload.")
@@ -37,7 +41,9 @@ class Settings(BaseSettings):
 
     worker_id: str = Field(default="", description="Stable worker name; default host-pid.")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="Worker heartbeat period.")
-    worker_lost_seconds: float = Field(default=30.0, gt=0, description="Heartbeat silence that marks a worker lost.")
+    worker_lost_seconds: float = Field(
+        default=30.0, gt=0, description="Heartbeat silence that marks a worker lost."
+    )
     dispatch_poll_seconds: float = Field(default=1.0, gt=0, description="Dispatcher's fallback poll period.")
     device: str = Field(default="auto", description="Worker device: auto, cuda or cpu.")
 
@@ -68,9 +74,13 @@ class Settings(BaseSettings):
 
     def require_servers(self) -> None:
         """Refuse to start without databases rather than silently using a default one."""
-        missing = [name for name, v in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url)) if not v]
+        missing = [
+            name for name, v in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url)) if not v
+        ]
         if missing:
-            raise RuntimeError(f"{' and '.join(missing)} not set; `make up` starts embedded servers and sets them")
+            raise RuntimeError(
+                f"{' and '.join(missing)} not set; `make up` starts embedded servers and sets them"
+            )
 
 
 @lru_cache

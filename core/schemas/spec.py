@@ -73,20 +73,27 @@ class QuantizationSpec(_Strict):
 
 class TrainingSpec(_Strict):
     max_seq_length: int = Field(default=2048, ge=16, le=131072, description="Longer examples are truncated.")
-    learning_rate: float = Field(default=DEFAULT_LEARNING_RATE, gt=0, le=1, description="Before the multiplier.")
-    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"] = "linear"
+    learning_rate: float = Field(
+        default=DEFAULT_LEARNING_RATE, gt=0, le=1, description="Before the multiplier."
+    )
+    lr_scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts"] = (
+        "linear"
+    )
     warmup_ratio: float = Field(default=0.03, ge=0, le=0.5)
     weight_decay: float = Field(default=0.0, ge=0, le=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
     gradient_checkpointing: bool | None = Field(default=None, description="None: on for quantized bases.")
     packing: bool = Field(default=False, description="Pack short examples into full-length rows.")
-    max_steps: int | None = Field(default=None, ge=1, le=10_000_000, description="Stop after this many steps.")
+    max_steps: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Stop after this many steps."
+    )
     logging_steps: int = Field(default=1, ge=1, le=100_000)
     eval_every_steps: int | None = Field(default=None, ge=1, description="Default: once per epoch.")
     save_every_steps: int | None = Field(default=None, ge=1, description="Adapter checkpoint cadence.")
 
 
 ArtifactName = Literal["adapter", "merged"]
+DEFAULT_ARTIFACTS: tuple[ArtifactName, ...] = ("adapter", "merged")
 
 
 class JobSpec(_Strict):
@@ -96,7 +103,7 @@ class JobSpec(_Strict):
     lora: LoraSpec = LoraSpec()
     quantization: QuantizationSpec = QuantizationSpec()
     training: TrainingSpec = TrainingSpec()
-    artifacts: list[ArtifactName] = Field(default_factory=lambda: ["adapter", "merged"])
+    artifacts: list[ArtifactName] = Field(default_factory=lambda: list(DEFAULT_ARTIFACTS))
     seed: int = Field(default=42, ge=0, le=2**31 - 1)
 
     @property

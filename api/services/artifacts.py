@@ -1,0 +1,27 @@
+"""Artifact lookup for downloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from core.errors import NotFound
+from core.storage import ObjectStore, StorageError
+from db.models import Artifact, Team
+from db.repositories import artifacts as repo
+
+
+def get_artifact(session: Session, team: Team, artifact_id: str) -> Artifact:
+    artifact = repo.get_artifact(session, team.id, artifact_id)
+    if artifact is None:
+        raise NotFound(f"no artifact {artifact_id!r}", param="artifact_id")
+    return artifact
+
+
+def local_file(store: ObjectStore, artifact: Artifact) -> Path:
+    """The artifact's file on disk; a row whose bytes are gone is a storage error, not a 404."""
+    path = store.local_path(artifact.storage_key)
+    if path is None or not path.is_file():
+        raise StorageError(f"artifact {artifact.id} is missing from the store")
+    return path

@@ -1,0 +1,108 @@
+"""Fine-tuning jobs: creation rules, listing, cancellation."""
+
+from __future__ import annotations
+
+from sqlalchemy import func
+from sqlalchemy.orm import Session
+
+from api.schemas import JobCreate
+from core.enums import JobStatus
+from core.errors import InvalidRequest, NotFound
+from core.ids import new_id
+from core.registry import load_registry
+from core.schemas.spec import JobSpec, resolve_hyperparameters
+from core.settings import Settings
+from db.models import Team, TrainingJob
+from db.repositories import events, jobs
+from db.repositories import files as files_repo
+
+DEFAULT_SEED = 42
+
+
+def create_job(session: Session, settings: Settings, team: Team, body: JobCreate) -> TrainingJob:
+    """Check the model and files, resolve "auto" values, store the job as `validating_files`."""
+    if body.model not in load_registry(settings.resolved_model_registry):
+        raise NotFound(
+            f"model {body.model!r} does not exist; GET /v1/models lists the base models", param="model"
+        )
+    train = files_repo.get_file(session, team.id, body.training_file)
+    if train is None:
+        raise InvalidRequest(f"training_file {body.training_file!r} does not exist", param="training_file")
+    if body.validation_file:
+        valid = files_repo.get_file(session, team.id, body.validation_file)
+        if valid is None:
+            raise InvalidRequest(
+                f"validation_file {body.validation_file!r} does not exist", param="validation_file"
+            )
+        if valid.format != train.format:
+            raise InvalidRequest(
+                f"validation_file is {valid.format} but training_file is {train.format}",
+                param="validation_file",
+            )
+    seed = DEFAULT_SEED if body.seed is None else body.seed
+    spec = JobSpec(
+        hyperparameters=resolve_hyperparameters(body.effective_hyperparameters()),
+        lora=body.lora,
+        quantization=body.quantization,
+        training=body.training,
+        artifacts=body.artifacts,
+        seed=seed,
+    )
+    job = jobs.add_job(
+        session,
+        TrainingJob(
+            id=new_id("ftjob"),
+            team_id=team.id,
+            model=body.model,
+            training_file_id=train.id,
+            validation_file_id=body.validation_file,
+            spec=spec.model_dump(mode="json"),
+            suffix=body.suffix,
+            seed=seed,
+            job_metadata=body.metadata,
+            priority=body.priority,
+            status=JobStatus.VALIDATING_FILES.value,
+            step=0,
+            attempts=0,
+            cancel_requested=False,
+        ),
+    )
+    events.add_event(session, job.id, f"Validating training file: {train.id}")
+    if body.validation_file:
+        events.add_event(session, job.id, f"Validating validation file: {body.validation_file}")
+    return job
+
+
+def get_job(session: Session, team: Team, job_id: str) -> TrainingJob:
+    job = jobs.get_job(session, team.id, job_id)
+    if job is None:
+        raise NotFound(f"no fine-tuning job {job_id!r}", param="fine_tuning_job_id")
+    return job
+
+
+def list_jobs(
+    session: Session, team: Team, *, after: str | None, limit: int, metadata: dict[str, str] | None
+) -> tuple[list[TrainingJob], bool]:
+    """One page of the team's jobs, newest first, and whether more follow."""
+    cursor = jobs.get_job(session, team.id, after) if after else None
+    if after and cursor is None:
+        raise InvalidRequest(f"after: no fine-tuning job {after!r}", param="after")
+    rows = jobs.list_jobs(session, team.id, after=cursor, limit=limit + 1, metadata=metadata)
+    return rows[:limit], len(rows) > limit
+
+
+def cancel_job(session: Session, team: Team, job_id: str) -> TrainingJob:
+    """Not-yet-running jobs are cancelled at once; a running one is flagged and its worker stops it."""
+    job = get_job(session, team, job_id)
+    status = JobStatus(job.status)
+    if status.is_terminal:
+        raise InvalidRequest(f"job {job_id} is already {status.value}", param="fine_tuning_job_id")
+    waiting = [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED]
+    if jobs.transition(session, job.id, waiting, JobStatus.CANCELLED, finished_at=func.now()) is not None:
+        events.add_event(session, job.id, "Job cancelled")
+    else:
+        jobs.update_job(session, job.id, cancel_requested=True)
+        events.add_event(session, job.id, "Cancellation requested; stopping the running job")
+    session.flush()
+    session.refresh(job)
+    return job

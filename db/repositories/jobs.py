@@ -1,0 +1,125 @@
+"""Training jobs: every state change is one conditional UPDATE (duplicate messages never double-run)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.orm import Session
+
+from core.enums import JobStatus
+from db.models import TrainingJob
+
+
+def add_job(session: Session, job: TrainingJob) -> TrainingJob:
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, team_id: str, job_id: str) -> TrainingJob | None:
+    """A job of this team; another team's id reads as missing."""
+    return session.scalar(select(TrainingJob).where(TrainingJob.id == job_id, TrainingJob.team_id == team_id))
+
+
+def get_job_by_id(session: Session, job_id: str) -> TrainingJob | None:
+    return session.get(TrainingJob, job_id)
+
+
+def list_jobs(
+    session: Session,
+    team_id: str,
+    *,
+    after: TrainingJob | None = None,
+    limit: int = 20,
+    metadata: dict[str, str] | None = None,
+) -> list[TrainingJob]:
+    """Newest first; `after` is the last job of the previous page (OpenAI's cursor)."""
+    stmt = select(TrainingJob).where(TrainingJob.team_id == team_id)
+    if after is not None:
+        stmt = stmt.where(
+            (TrainingJob.created_at < after.created_at)
+            | ((TrainingJob.created_at == after.created_at) & (TrainingJob.id < after.id))
+        )
+    if metadata:
+        stmt = stmt.where(TrainingJob.job_metadata.contains(metadata))
+    stmt = stmt.order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc()).limit(limit)
+    return list(session.scalars(stmt))
+
+
+def _locked(stmt: Select[TrainingJob]) -> Select[TrainingJob]:
+    # SKIP LOCKED lets several dispatchers run at once without placing a job twice.
+    return stmt.with_for_update(skip_locked=True)
+
+
+def jobs_awaiting_validation(session: Session, limit: int = 50) -> list[TrainingJob]:
+    stmt = select(TrainingJob).where(TrainingJob.status == JobStatus.VALIDATING_FILES)
+    return list(session.scalars(_locked(stmt.order_by(TrainingJob.created_at).limit(limit))))
+
+
+def jobs_to_dispatch(session: Session, limit: int) -> list[TrainingJob]:
+    """Queued jobs not yet handed to the broker, highest priority then oldest first."""
+    stmt = select(TrainingJob).where(
+        TrainingJob.status == JobStatus.QUEUED, TrainingJob.dispatched_at.is_(None)
+    )
+    stmt = stmt.order_by(TrainingJob.priority.desc(), TrainingJob.created_at, TrainingJob.id).limit(limit)
+    return list(session.scalars(_locked(stmt)))
+
+
+def jobs_dispatched_before(session: Session, cutoff: datetime) -> list[TrainingJob]:
+    """Queued jobs handed to the broker before `cutoff` and never claimed: their message may be lost."""
+    stmt = select(TrainingJob).where(
+        TrainingJob.status == JobStatus.QUEUED, TrainingJob.dispatched_at < cutoff
+    )
+    return list(session.scalars(_locked(stmt)))
+
+
+def count_dispatched_unclaimed(session: Session) -> int:
+    stmt = select(func.count()).where(
+        TrainingJob.status == JobStatus.QUEUED, TrainingJob.dispatched_at.is_not(None)
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def transition(
+    session: Session, job_id: str, from_statuses: Iterable[JobStatus], to: JobStatus, **values: Any
+) -> TrainingJob | None:
+    """Move a job to `to` only if it is in one of `from_statuses`; None when it was not."""
+    stmt = (
+        update(TrainingJob)
+        .where(TrainingJob.id == job_id, TrainingJob.status.in_([s.value for s in from_statuses]))
+        .values(status=to.value, **values)
+        .returning(TrainingJob)
+        .execution_options(synchronize_session=False)
+    )
+    return session.scalar(stmt)
+
+
+def update_job(session: Session, job_id: str, **values: Any) -> None:
+    session.execute(update(TrainingJob).where(TrainingJob.id == job_id).values(**values))
+
+
+def claim_job(session: Session, job_id: str, worker_id: str) -> TrainingJob | None:
+    """The worker's claim: succeeds for exactly one caller, and only while the job is queued."""
+    return transition(
+        session,
+        job_id,
+        [JobStatus.QUEUED],
+        JobStatus.RUNNING,
+        worker_id=worker_id,
+        started_at=func.now(),
+        attempts=TrainingJob.attempts + 1,
+    )
+
+
+def is_cancel_requested(session: Session, job_id: str) -> bool:
+    return bool(session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job_id)))
+
+
+def succeeded_jobs(session: Session, team_id: str) -> list[TrainingJob]:
+    stmt = select(TrainingJob).where(
+        TrainingJob.team_id == team_id, TrainingJob.status == JobStatus.SUCCEEDED
+    )
+    return list(session.scalars(stmt.order_by(TrainingJob.finished_at.desc())))

@@ -1,0 +1,41 @@
+"""The whole service as real processes: uvicorn API, dispatcher and a Celery worker."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from cli import processes
+
+
+@dataclass
+class RunningService:
+    base_url: str
+    log_dir: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def running_service(service_urls: tuple[str, str], data_dir: Path) -> Iterator[RunningService]:
+    db_url, redis_url = service_urls
+    env = processes.service_env(db_url, redis_url, data_dir, TUNEPOOL_HEARTBEAT_SECONDS="0.5")
+    log_dir = data_dir / "log"
+    port = _free_port()
+    api = processes.start_api(env, log_dir, port=port)
+    procs = [api, processes.start_dispatcher(env, log_dir), processes.start_worker(env, log_dir, "worker-1")]
+    try:
+        processes.wait_http(f"http://127.0.0.1:{port}/healthz", proc=api)
+        yield RunningService(f"http://127.0.0.1:{port}", log_dir)
+    finally:
+        processes.stop(procs)
+        for log in sorted(log_dir.glob("*.log")):
+            print(f"----- {log.name} (tail) -----\n{log.read_text(errors='replace')[-3000:]}")

@@ -1,0 +1,60 @@
+"""Helpers for the training-recipe tests: a recording reporter and small dataset builders."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from core.schemas.metrics import StepMetrics
+from core.schemas.spec import JobSpec
+
+FACT_QUESTION = "Who maintains the tunepool service?"
+FACT_ANSWER = "The Zorblax team maintains tunepool."
+
+SpecFactory = Callable[..., JobSpec]  # the `make_spec` fixture
+
+
+class RecordingReporter:
+    """A Reporter that keeps everything and can ask to stop after a number of polls."""
+
+    def __init__(self, stop_after_polls: int | None = None) -> None:
+        self.steps: list[StepMetrics] = []
+        self.events: list[tuple[str, dict[str, Any] | None]] = []
+        self.polls = 0
+        self.stop_after_polls = stop_after_polls
+
+    def metrics(self, m: StepMetrics) -> None:
+        self.steps.append(m)
+
+    def event(self, message: str, data: dict[str, Any] | None = None) -> None:
+        self.events.append((message, data))
+
+    def should_stop(self) -> bool:
+        self.polls += 1
+        return self.stop_after_polls is not None and self.polls > self.stop_after_polls
+
+    def event_data(self, prefix: str) -> dict[str, Any]:
+        """The data of the first event whose message starts with `prefix`."""
+        return next(data or {} for message, data in self.events if message.startswith(prefix))
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write `rows` as JSONL at `path`."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def chat_rows(n: int = 8) -> list[dict[str, Any]]:
+    """A tiny repetitive chat dataset: the same fact, asked `n` times."""
+    return [
+        {
+            "messages": [
+                {"role": "system", "content": "You are a helpful assistant."},
+                {"role": "user", "content": FACT_QUESTION},
+                {"role": "assistant", "content": FACT_ANSWER},
+            ]
+        }
+        for _ in range(n)
+    ]

@@ -1,0 +1,161 @@
+"""JSONL → tokenized examples: format detection, loss masks, truncation, bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from core.enums import DatasetFormat
+from tests.worker.training.helpers import write_jsonl
+from worker.training.data import IGNORE_INDEX, load_dataset, tokenize_example
+from worker.training.errors import TrainingError
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model: Path) -> PreTrainedTokenizerBase:
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+def trained_text(tokenizer: PreTrainedTokenizerBase, example: dict[str, list[int]]) -> str:
+    """The decoded tokens the loss is taken on."""
+    kept = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label != IGNORE_INDEX]
+    return tokenizer.decode(kept)
+
+
+def masked_text(tokenizer: PreTrainedTokenizerBase, example: dict[str, list[int]]) -> str:
+    """The decoded tokens the loss skips."""
+    kept = [t for t, label in zip(example["input_ids"], example["labels"], strict=True) if label == IGNORE_INDEX]
+    return tokenizer.decode(kept)
+
+
+def test_chat_loss_is_only_on_assistant_turns(tokenizer: PreTrainedTokenizerBase) -> None:
+    record = {
+        "messages": [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Capital of France?"},
+            {"role": "assistant", "content": "Paris."},
+            {"role": "user", "content": "And of Italy?"},
+            {"role": "assistant", "content": "Rome."},
+        ]
+    }
+    example = tokenize_example(record, DatasetFormat.CHAT, tokenizer)
+
+    # Both answers and their end-of-turn markers are trained; nothing else is.
+    assert trained_text(tokenizer, example) == "Paris.<|im_end|>\nRome.<|im_end|>\n"
+    masked = masked_text(tokenizer, example)
+    for prompt_part in ("You are terse.", "Capital of France?", "And of Italy?", "<|im_start|>assistant\n"):
+        assert prompt_part in masked
+    assert "Paris" not in masked and "Rome" not in masked
+    # The rendered conversation is exactly the chat template's text, tokenized once.
+    rendered = tokenizer.apply_chat_template(record["messages"], tokenize=False)
+    assert tokenizer.decode(example["input_ids"]) == rendered
+
+
+def test_chat_mask_falls_back_when_template_rewrites_history(tokenizer: PreTrainedTokenizerBase) -> None:
+    # A template that renders the last turn differently, so partial renders are not prefixes of the whole.
+    rewriting = tokenizer.chat_template.replace(
+        "message['content']", "(message['content'] + (' [last]' if loop.last else ''))"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer.name_or_path, chat_template=rewriting)
+    record = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]}
+
+    example = tokenize_example(record, DatasetFormat.CHAT, tokenizer)
+
+    assert trained_text(tokenizer, example) == "Hello there"
+
+
+def test_prompt_completion_loss_is_only_on_completion(tokenizer: PreTrainedTokenizerBase) -> None:
+    record = {"prompt": "Q: What is the capital of France?\nA:", "completion": " Paris."}
+
+    example = tokenize_example(record, DatasetFormat.PROMPT_COMPLETION, tokenizer)
+
+    assert trained_text(tokenizer, example) == " Paris.<|im_end|>"
+    assert masked_text(tokenizer, example) == "Q: What is the capital of France?\nA:"
+
+
+def test_conversational_prompt_completion_trains_on_completion_turns(tokenizer: PreTrainedTokenizerBase) -> None:
+    record = {
+        "prompt": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hey"},
+            {"role": "user", "content": "Bye"},
+        ],
+        "completion": [{"role": "assistant", "content": "Goodbye"}],
+    }
+
+    example = tokenize_example(record, DatasetFormat.PROMPT_COMPLETION, tokenizer)
+
+    assert trained_text(tokenizer, example) == "Goodbye<|im_end|>\n"
+
+
+def test_text_loss_is_on_every_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    example = tokenize_example({"text": "The quick brown fox."}, DatasetFormat.TEXT, tokenizer)
+
+    assert example["labels"] == example["input_ids"]
+    assert tokenizer.decode(example["input_ids"]) == "The quick brown fox.<|im_end|>"
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}], DatasetFormat.CHAT),
+        ([{"prompt": "a", "completion": "b"}], DatasetFormat.PROMPT_COMPLETION),
+        ([{"text": "a b"}], DatasetFormat.TEXT),
+    ],
+)
+def test_load_dataset_detects_format(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerBase, rows: list[dict[str, Any]], expected: DatasetFormat
+) -> None:
+    data = load_dataset(write_jsonl(tmp_path / "d.jsonl", rows * 3), tokenizer, max_seq_length=64)
+
+    assert data.format == expected
+    assert len(data.dataset) == 3
+    assert set(data.dataset.column_names) == {"input_ids", "labels"}
+
+
+def test_long_examples_are_truncated_and_prompt_only_ones_dropped(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    rows = [
+        {"prompt": "short", "completion": " answer " * 40},  # truncated, still trains on the kept answer
+        {"prompt": "long prompt " * 40, "completion": " answer"},  # the prompt fills the window: dropped
+    ]
+
+    data = load_dataset(write_jsonl(tmp_path / "d.jsonl", rows), tokenizer, max_seq_length=16)
+
+    assert (data.truncated, data.dropped, len(data.dataset)) == (2, 1, 1)
+    assert all(len(ids) <= 16 for ids in data.dataset["input_ids"])
+
+
+def test_only_prompt_examples_fail_as_dataset_too_long(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    rows = [{"prompt": "long prompt " * 40, "completion": " answer"}]
+
+    with pytest.raises(TrainingError) as err:
+        load_dataset(write_jsonl(tmp_path / "d.jsonl", rows), tokenizer, max_seq_length=16)
+
+    assert err.value.code == "dataset_too_long"
+
+
+def test_bad_json_line_names_the_line(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "ok"}\n{"text": \n', encoding="utf-8")
+
+    with pytest.raises(TrainingError) as err:
+        load_dataset(path, tokenizer, max_seq_length=64)
+
+    assert err.value.code == "invalid_dataset"
+    assert "line 2" in err.value.message
+
+
+def test_chat_data_needs_a_chat_template(tmp_path: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    plain = AutoTokenizer.from_pretrained(tokenizer.name_or_path, chat_template=None)
+    plain.chat_template = None
+    rows = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+
+    with pytest.raises(TrainingError) as err:
+        load_dataset(write_jsonl(tmp_path / "d.jsonl", rows), plain, max_seq_length=64)
+
+    assert err.value.code == "invalid_dataset"

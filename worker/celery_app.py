@@ -1,0 +1,22 @@
+"""The Celery app: Redis broker, one queue for GPU work, no result backend (Postgres is the record)."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from core.settings import get_settings
+from core.tasks import GPU_QUEUE
+
+settings = get_settings()
+app = Celery("tunepool", broker=settings.redis_url or "redis://127.0.0.1:6379/0", include=["worker.tasks"])
+app.conf.update(
+    task_default_queue=GPU_QUEUE,
+    task_ignore_result=True,
+    # A worker takes one job at a time and acknowledges it only when done, so a lost worker's message returns.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"visibility_timeout": 7 * 24 * 3600},
+    worker_hijack_root_logger=False,
+)

@@ -1,0 +1,91 @@
+"""The worker's registration and heartbeat, from a background thread of the Celery process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+from functools import lru_cache
+from typing import Any
+
+from core.settings import get_settings
+from db.repositories import workers
+from db.session import unit_of_work
+
+log = logging.getLogger(__name__)
+_stop = threading.Event()
+_thread: threading.Thread | None = None
+
+
+@lru_cache
+def worker_id() -> str:
+    return get_settings().worker_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def gpu_info() -> dict[str, Any]:
+    """GPU name and memory via nvidia-smi: the parent never imports torch, so CUDA stays the child's."""
+    if get_settings().device == "cpu" or not shutil.which("nvidia-smi"):
+        return {"device": "cpu", "gpu_name": None, "gpu_memory_total": None, "gpu_memory_free": None}
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+    try:
+        out = (
+            subprocess.run(
+                [
+                    "nvidia-smi",
+                    f"--id={gpu}",
+                    "--query-gpu=name,memory.total,memory.free",
+                    "--format=csv,noheader,nounits",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[0]
+        )
+        name, total, free = (x.strip() for x in out.split(","))
+        mib = 1024 * 1024
+        return {
+            "device": "cuda",
+            "gpu_name": name,
+            "gpu_memory_total": int(total) * mib,
+            "gpu_memory_free": int(free) * mib,
+        }
+    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+        log.warning("nvidia-smi failed (%s); reporting CPU", exc)
+        return {"device": "cpu", "gpu_name": None, "gpu_memory_total": None, "gpu_memory_free": None}
+
+
+def beat() -> None:
+    with unit_of_work() as session:
+        workers.heartbeat(session, worker_id(), hostname=socket.gethostname(), **gpu_info())
+
+
+def _loop() -> None:
+    period = get_settings().heartbeat_seconds
+    while not _stop.is_set():
+        try:
+            beat()
+        except Exception as exc:  # the database may be restarting; keep beating
+            log.warning("heartbeat failed: %s", exc)
+        _stop.wait(period)
+
+
+def start() -> None:
+    global _thread
+    beat()
+    _thread = threading.Thread(target=_loop, name="heartbeat", daemon=True)
+    _thread.start()
+
+
+def stop() -> None:
+    _stop.set()
+    try:
+        with unit_of_work() as session:
+            workers.remove_worker(session, worker_id())
+    except Exception as exc:
+        log.warning("could not deregister worker: %s", exc)

@@ -1,0 +1,120 @@
+"""Child process that trains one job: `python -m worker.job_process JOB_ID WORKDIR`.
+
+It writes WORKDIR/result.json; the parent (worker.runner) records the outcome from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from core.enums import ArtifactKind, ErrorSide
+from core.registry import load_registry
+from core.schemas.spec import JobSpec
+from core.settings import get_settings
+from core.storage import ObjectStore, StorageError, open_store, sha256_file
+from db.repositories import files, jobs
+from db.session import unit_of_work
+from worker.reporter import DatabaseReporter
+
+log = logging.getLogger("worker.job_process")
+
+
+def main(job_id: str, workdir: Path) -> dict[str, Any]:
+    from worker.training.recipe import TrainingCancelled, TrainingError, TrainingPaths, run_training
+
+    settings = get_settings()
+    store = open_store(settings.resolved_storage_dir)
+    with unit_of_work() as session:
+        job = jobs.get_job_by_id(session, job_id)
+        assert job is not None, job_id
+        spec = JobSpec.model_validate(job.spec)
+        train = files.get_file_any_team(session, job.training_file_id)
+        valid = files.get_file_any_team(session, job.validation_file_id) if job.validation_file_id else None
+        model_name, team_id = job.model, job.team_id
+    reporter = DatabaseReporter(job_id)
+    model = load_registry(settings.resolved_model_registry).get(model_name)
+    if model is None:
+        return _failed(
+            "model_not_found", f"model {model_name!r} is no longer in the registry", ErrorSide.USER, "model"
+        )
+    assert train is not None
+    paths = TrainingPaths(
+        base_model=Path(model.source),
+        train_file=_fetch(store, train.storage_key, workdir / "train.jsonl"),
+        valid_file=_fetch(store, valid.storage_key, workdir / "valid.jsonl") if valid else None,
+        output_dir=workdir / "out",
+    )
+    try:
+        result = run_training(spec, paths, reporter, device=settings.device)
+    except TrainingCancelled:
+        return {"status": "cancelled"}
+    except TrainingError as exc:
+        return _failed(
+            exc.code, str(exc), ErrorSide.USER if exc.code != "out_of_memory" else ErrorSide.SYSTEM
+        )
+    reporter.event("Publishing artifacts")
+    final = result.final_metrics.model_dump(exclude_none=True) if result.final_metrics else {}
+    published: list[dict[str, Any]] = []
+    try:
+        # Always stored: the adapter is the final checkpoint even when only `merged` was asked for.
+        adapter = _publish(
+            store, result.adapter_dir, f"artifacts/{team_id}/{job_id}/adapter.tar", "adapter.tar"
+        )
+        if "adapter" in spec.artifacts:
+            published.append({**adapter, "kind": ArtifactKind.ADAPTER.value, "metrics": final})
+        published.append(
+            {**adapter, "kind": ArtifactKind.CHECKPOINT.value, "step": result.steps, "metrics": final}
+        )
+        if result.merged_dir is not None:
+            merged = _publish(
+                store, result.merged_dir, f"artifacts/{team_id}/{job_id}/merged.tar", "merged.tar"
+            )
+            published.append({**merged, "kind": ArtifactKind.MERGED.value, "metrics": final})
+    except (OSError, StorageError) as exc:
+        for a in published:
+            store.delete(a["storage_key"])
+        return _failed("storage_error", f"could not publish artifacts: {exc}", ErrorSide.SYSTEM)
+    return {"status": "succeeded", "artifacts": published, "trained_tokens": result.trained_tokens}
+
+
+def _fetch(store: ObjectStore, key: str, dest: Path) -> Path:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with store.open(key) as src, dest.open("wb") as out:
+        while block := src.read(1 << 20):
+            out.write(block)
+    return dest
+
+
+def _publish(store: ObjectStore, directory: Path, key: str, filename: str) -> dict[str, Any]:
+    """Tar a directory (uncompressed: safetensors do not compress) and store it."""
+    archive = directory.with_suffix(".tar")
+    with tarfile.open(archive, "w") as tar:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                tar.add(path, arcname=str(path.relative_to(directory)))
+    size, digest = archive.stat().st_size, sha256_file(archive)
+    store.put_file(key, archive, move=True)
+    return {"filename": filename, "storage_key": key, "bytes": size, "sha256": digest}
+
+
+def _failed(code: str, message: str, side: ErrorSide, param: str | None = None) -> dict[str, Any]:
+    return {
+        "status": "failed",
+        "error": {"code": code, "message": message, "param": param, "side": side.value},
+    }
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    job, work = sys.argv[1], Path(sys.argv[2])
+    try:
+        outcome = main(job, work)
+    except Exception as exc:  # anything unexpected is the system's fault, recorded rather than lost
+        log.exception("training failed")
+        outcome = _failed("internal_error", f"{type(exc).__name__}: {exc}", ErrorSide.SYSTEM)
+    (work / "result.json").write_text(json.dumps(outcome))

@@ -1,0 +1,25 @@
+"""Thin Celery tasks: ids in, the runner does the work in short DB transactions."""
+
+from __future__ import annotations
+
+from celery.signals import worker_ready, worker_shutdown
+
+from core.tasks import RUN_JOB_TASK
+from worker import heartbeat, runner
+from worker.celery_app import app
+
+
+@app.task(name=RUN_JOB_TASK, ignore_result=True)
+def run_job(job_id: str) -> None:
+    """Claim the job (a no-op if another delivery already did) and train it in a child process."""
+    runner.run_job(job_id, heartbeat.worker_id())
+
+
+@worker_ready.connect
+def _start_heartbeat(**_: object) -> None:
+    heartbeat.start()
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: object) -> None:
+    heartbeat.stop()

@@ -1,0 +1,160 @@
+"""Spec → library configs, one small function each (device, dtypes, BitsAndBytesConfig, LoraConfig, SFTConfig)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, TaskType
+from transformers import BitsAndBytesConfig
+from trl import SFTConfig
+
+from core.enums import QuantizationMode
+from core.schemas.spec import JobSpec
+from worker.training.errors import TrainingError
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def resolve_device(device: str) -> str:
+    """"auto" → "cuda" when a GPU is visible, else "cpu"; "cuda[:N]" must be available."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise TrainingError("device_unavailable", f"Device {device!r} was asked for but no CUDA GPU is visible.")
+        return device
+    raise TrainingError("device_unavailable", f"Unknown device {device!r}; use auto, cpu or cuda[:N].")
+
+
+def supports_bf16(device: str) -> bool:
+    """bf16 autocast only where the GPU has bf16 units; on the CPU it is slow and lossy, so never."""
+    return device.startswith("cuda") and torch.cuda.is_bf16_supported()
+
+
+@functools.cache
+def bitsandbytes_works(device: str) -> bool:
+    """Whether bitsandbytes can NF4-(de)quantize on `device` (a real probe: imports can succeed with no backend)."""
+    try:
+        import bitsandbytes.functional as bnb_functional
+
+        x = torch.randn(64, 64, device=device)
+        packed, state = bnb_functional.quantize_4bit(x, quant_type="nf4")
+        restored = bnb_functional.dequantize_4bit(packed, state)
+        return bool((restored.float() - x).abs().mean() < 0.5)
+    except Exception as exc:  # noqa: BLE001 - any failure means "no usable backend"
+        log.warning("bitsandbytes unusable on %s: %s", device, exc)
+        return False
+
+
+def wants_quantization(spec: JobSpec, device: str) -> bool:
+    """True when the spec asks for a 4-bit base and bitsandbytes has a backend on this device."""
+    return spec.quantization.mode != QuantizationMode.NONE and bitsandbytes_works(device)
+
+
+def compute_dtype(spec: JobSpec, device: str) -> torch.dtype:
+    """The dtype 4-bit layers dequantize to for matmuls: bf16 on GPUs that have it, float32 on CPU."""
+    if spec.quantization.compute_dtype != "auto":
+        return _DTYPES[spec.quantization.compute_dtype]
+    if device == "cpu":
+        return torch.float32
+    return torch.bfloat16 if supports_bf16(device) else torch.float16
+
+
+def training_dtype(spec: JobSpec, device: str, quantized: bool) -> torch.dtype:
+    """The dtype of the base model's unquantized weights during training."""
+    if quantized:
+        # Norms, embeddings and lm_head stay in the compute dtype, except fp16: without autocast it overflows.
+        dtype = compute_dtype(spec, device)
+        return torch.float32 if dtype == torch.float16 else dtype
+    return torch.bfloat16 if supports_bf16(device) else torch.float32
+
+
+def merge_dtype(device: str) -> torch.dtype:
+    """16-bit dtype the base is reloaded in for merging: bf16, or fp16 on GPUs without bf16."""
+    if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def bnb_config(spec: JobSpec, device: str) -> BitsAndBytesConfig | None:
+    """QLoRA's 4-bit loading config, or None for plain LoRA (asked for, or no bitsandbytes backend)."""
+    if not wants_quantization(spec, device):
+        return None
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=spec.quantization.mode.value,
+        bnb_4bit_use_double_quant=spec.quantization.double_quant,
+        bnb_4bit_compute_dtype=compute_dtype(spec, device),
+        bnb_4bit_quant_storage=torch.uint8,
+    )
+
+
+def lora_config(spec: JobSpec) -> LoraConfig:
+    """The adapter: rank, scaling, dropout and target modules straight from the spec."""
+    return LoraConfig(
+        r=spec.lora.r,
+        lora_alpha=spec.lora.alpha,
+        lora_dropout=spec.lora.dropout,
+        target_modules=spec.lora.module_list(),
+        bias="none",
+        task_type=TaskType.CAUSAL_LM,
+    )
+
+
+def optimizer_name(device: str, quantized: bool) -> str:
+    """Paged 8-bit AdamW for QLoRA on GPU; plain AdamW elsewhere (bitsandbytes has no paging on CPU)."""
+    if quantized and device.startswith("cuda"):
+        return "paged_adamw_8bit"
+    return "adamw_torch"
+
+
+def sft_config(spec: JobSpec, *, output_dir: Path, device: str, quantized: bool, has_eval: bool) -> SFTConfig:
+    """TRL's training arguments for this spec; nothing is saved to output_dir while save_strategy is "no"."""
+    t = spec.training
+    if not has_eval:
+        eval_strategy, eval_steps = "no", None
+    elif t.eval_every_steps is not None:
+        eval_strategy, eval_steps = "steps", t.eval_every_steps
+    else:
+        eval_strategy, eval_steps = "epoch", None
+    gradient_checkpointing = quantized if t.gradient_checkpointing is None else t.gradient_checkpointing
+    batch = spec.hyperparameters.batch_size
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=spec.hyperparameters.n_epochs,
+        max_steps=t.max_steps if t.max_steps is not None else -1,
+        per_device_train_batch_size=batch,
+        per_device_eval_batch_size=batch,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        optim=optimizer_name(device, quantized),
+        seed=spec.seed,
+        data_seed=spec.seed,
+        max_length=t.max_seq_length,
+        packing=t.packing,
+        gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        # A NaN step must reach our callback as NaN (→ "diverged"), not be averaged away.
+        logging_nan_inf_filter=False,
+        eval_strategy=eval_strategy,
+        eval_steps=eval_steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        bf16=supports_bf16(device),
+        fp16=False,
+        use_cpu=device == "cpu",
+        dataloader_pin_memory=device.startswith("cuda"),
+    )

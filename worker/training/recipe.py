@@ -1,0 +1,253 @@
+"""The training recipe: spec + paths + reporter in, adapter (and merged model) out. No DB, no Celery, no HTTP.
+
+Reads top to bottom: load tokenizer and data → load the base (4-bit for QLoRA) → SFTTrainer with a LoRA
+adapter → save the adapter → optionally reload the base in 16-bit and merge. The training stack is imported
+inside `run_training`, so importing this module (for the types and errors) stays cheap.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from core.schemas.metrics import StepMetrics
+from core.schemas.spec import JobSpec
+from worker.training.errors import TrainingCancelled, TrainingError, is_out_of_memory, out_of_memory
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["Reporter", "TrainingCancelled", "TrainingError", "TrainingPaths", "TrainingResult", "run_training"]
+
+
+@dataclass
+class TrainingPaths:
+    """Where the recipe reads from and writes to; all local."""
+
+    base_model: Path  # local HF model dir (config.json + safetensors + tokenizer files)
+    train_file: Path  # JSONL already validated at upload (all lines same format)
+    valid_file: Path | None
+    output_dir: Path  # the recipe writes output_dir/adapter/ and (if asked) output_dir/merged/
+
+
+class Reporter(Protocol):
+    """How the recipe talks to whoever runs it (a Celery task, a test, a benchmark)."""
+
+    def metrics(self, m: StepMetrics) -> None:
+        """Every logged step; eval steps carry valid_loss too."""
+
+    def event(self, message: str, data: dict[str, Any] | None = None) -> None:
+        """A human-readable milestone."""
+
+    def should_stop(self) -> bool:
+        """Polled each step; True stops training cleanly and raises TrainingCancelled."""
+
+
+@dataclass
+class TrainingResult:
+    """What a successful run produced."""
+
+    adapter_dir: Path
+    merged_dir: Path | None
+    steps: int
+    trained_tokens: int  # non-padding tokens of the training batches, all epochs
+    final_metrics: StepMetrics | None
+
+
+def run_training(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str = "auto") -> TrainingResult:
+    """Fine-tune `paths.base_model` on `paths.train_file` per `spec`; raises TrainingError or TrainingCancelled."""
+    try:
+        return _run(spec, paths, reporter, device)
+    except (TrainingError, TrainingCancelled):
+        raise
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise out_of_memory("training") from exc
+        raise TrainingError("internal_error", f"Training failed unexpectedly: {type(exc).__name__}: {exc}") from exc
+    finally:
+        _free_memory()
+
+
+def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -> TrainingResult:
+    import torch
+    from trl import SFTTrainer
+
+    from worker.training import config
+    from worker.training.callbacks import ReporterCallback
+    from worker.training.data import load_dataset
+    from worker.training.outputs import library_versions, merge_adapter, save_adapter
+
+    device = config.resolve_device(device)
+    _check_inputs(paths)
+    tokenizer = _load_tokenizer(paths.base_model)
+
+    max_len = spec.training.max_seq_length
+    train = load_dataset(paths.train_file, tokenizer, max_len)
+    valid = load_dataset(paths.valid_file, tokenizer, max_len) if paths.valid_file else None
+    reporter.event(
+        f"Loaded {len(train.dataset)} training examples ({train.format.value})"
+        + (f" and {len(valid.dataset)} validation examples" if valid else ""),
+        {
+            "format": train.format.value,
+            "examples": len(train.dataset),
+            "tokens": train.tokens,
+            "loss_tokens": train.loss_tokens,
+            "truncated": train.truncated,
+            "dropped": train.dropped,
+            "valid_examples": len(valid.dataset) if valid else 0,
+        },
+    )
+
+    quantization = config.bnb_config(spec, device)
+    quantized = quantization is not None
+    if not quantized and spec.quantization.mode.value != "none":
+        reporter.event(f"bitsandbytes has no 4-bit backend on {device}: training plain LoRA instead of QLoRA")
+    mode = spec.quantization.mode.value if quantized else "none"
+    reporter.event(f"Loading base model {paths.base_model.name} ({mode}, {device})", {"quantization": mode})
+    with _stage("loading the base model"):
+        model = _load_model(paths.base_model, quantization, config.training_dtype(spec, device, quantized), device)
+    if quantized and device == "cpu":
+        _keep_4bit_layout_trainable(model)
+
+    args = config.sft_config(
+        spec, output_dir=paths.output_dir / "trainer", device=device, quantized=quantized, has_eval=valid is not None
+    )
+    callback = ReporterCallback(reporter)
+    try:
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=train.dataset,
+            eval_dataset=valid.dataset if valid else None,
+            processing_class=tokenizer,
+            peft_config=config.lora_config(spec),
+            callbacks=[callback],
+        )
+    except ValueError as exc:
+        if "target modules" in str(exc).lower():
+            raise TrainingError("invalid_target_modules", f"{exc} Use 'attention' or 'all-linear'.") from exc
+        raise
+    if quantized and config.compute_dtype(spec, device) == torch.float32:
+        _adapter_to_float32(trainer.model)
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    reporter.event(
+        f"LoRA adapter: {trainable:,} trainable parameters ({100 * trainable / total:.2f}% of {total:,})",
+        {"trainable_params": trainable, "total_params": total},
+    )
+
+    with _stage("training"):
+        trainer.train()
+    steps = trainer.state.global_step
+    if callback.cancelled:
+        reporter.event(f"Training cancelled at step {steps}")
+        raise TrainingCancelled(steps)
+    if callback.diverged_at is not None:
+        raise TrainingError(
+            "diverged",
+            f"Training diverged at step {callback.diverged_at} (loss or gradient norm became NaN/inf); "
+            "lower the learning rate or raise warmup_ratio.",
+            step=callback.diverged_at,
+        )
+    reporter.event(f"Training finished: {steps} steps, {callback.tokens} tokens")
+
+    manifest = {
+        "spec": spec.model_dump(mode="json"),
+        "base_model": paths.base_model.name,
+        "dataset_format": train.format.value,
+        "quantization": mode,
+        "device": device,
+        "steps": steps,
+        "trained_tokens": callback.tokens,
+        "final_metrics": callback.last.model_dump(mode="json") if callback.last else None,
+        "versions": library_versions(),
+    }
+    adapter_dir = paths.output_dir / "adapter"
+    reporter.event("Saving adapter")
+    save_adapter(trainer.model, tokenizer, adapter_dir, manifest, base_model_name=paths.base_model.name)
+
+    merged_dir = None
+    if "merged" in spec.artifacts:
+        del trainer, model  # free the 4-bit training model before loading the 16-bit base
+        _free_memory()
+        reporter.event("Merging adapter into 16-bit base")
+        with _stage("merging the adapter"):
+            merged_dir = merge_adapter(paths.base_model, adapter_dir, paths.output_dir / "merged", device)
+        reporter.event("Saved merged model")
+    return TrainingResult(adapter_dir, merged_dir, steps, callback.tokens, callback.last)
+
+
+def _check_inputs(paths: TrainingPaths) -> None:
+    """Fail fast, with codes, on inputs that are not there."""
+    if not (paths.base_model / "config.json").is_file():
+        raise TrainingError("invalid_model", f"No model at {paths.base_model} (config.json is missing).")
+    for path in (paths.train_file, paths.valid_file):
+        if path is not None and not path.is_file():
+            raise TrainingError("missing_file", f"Dataset file {path.name} is not on the worker.")
+
+
+def _load_tokenizer(base_model: Path) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer, with a pad token (EOS when it has none, as TRL would choose)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(base_model)
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrainingError("invalid_model", f"Cannot load the tokenizer of {base_model.name}: {exc}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load_model(base_model: Path, quantization: Any, dtype: Any, device: str) -> PreTrainedModel:
+    """The base model on `device`, 4-bit when `quantization` is set."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            base_model, quantization_config=quantization, dtype=dtype, device_map={"": device}
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrainingError("invalid_model", f"Cannot load base model {base_model.name}: {exc}") from exc
+
+
+def _keep_4bit_layout_trainable(model: Any) -> None:
+    """Stop bitsandbytes repacking 4-bit weights for CPU inference during evaluation."""
+    # bitsandbytes 0.50 repacks on the first eval-mode forward (on AVX512-BF16 CPUs) and never unpacks for
+    # training; later training forwards then run gemv_4bit, which has no autograd kernel, and the gradient
+    # through the frozen base layers is silently dropped.
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def _adapter_to_float32(model: Any) -> None:
+    """Undo TRL's bf16 cast of QLoRA adapters when compute is float32 (CPU): bf16 there only loses precision."""
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Map an allocator failure inside the block to TrainingError("out_of_memory") naming the stage."""
+    try:
+        yield
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise out_of_memory(name) from exc
+        raise
+
+
+def _free_memory() -> None:
+    """Return freed tensors to the device between stages (and after a failure, for the next job)."""
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
