@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, KeysView
+from collections.abc import KeysView
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,7 +156,10 @@ class JsonlValidator:
                 raise _Bad(f"line is {fmt} but {first}; a file must use one format")
             if len(record) > len(_RECORD_KEYS[fmt]):  # detect_format saw the format's keys: more are extra
                 _check_keys(record.keys(), _RECORD_KEYS[fmt], "")
-            _check_chat(record) if fmt is DatasetFormat.CHAT else _check_strings(record)
+            if fmt is DatasetFormat.CHAT:
+                _check_chat(record)
+            else:
+                _check_strings(record)
         except _Bad as bad:
             self._problem(str(bad))
 

@@ -19,7 +19,8 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """Bring the database at `url` to the newest schema."""
-    command.upgrade(alembic_config(url), "head")
+    # "heads": features add migrations on their own branches off the initial schema.
+    command.upgrade(alembic_config(url), "heads")
 
 
 if __name__ == "__main__":

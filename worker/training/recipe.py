@@ -74,6 +74,7 @@ def run_training(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device
 
 def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -> TrainingResult:
     import torch
+    from transformers import PrinterCallback
     from trl import SFTTrainer
 
     from worker.training import config
@@ -131,6 +132,7 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
         if "target modules" in str(exc).lower():
             raise TrainingError("invalid_target_modules", f"{exc} Use 'attention' or 'all-linear'.") from exc
         raise
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; the reporter has them
     if quantized and config.compute_dtype(spec, device) == torch.float32:
         _adapter_to_float32(trainer.model)
     trainable, total = trainer.model.get_nb_trainable_parameters()

@@ -169,13 +169,16 @@ def test_every_dataset_format_trains(
 def test_packing_and_eval_every_steps(tiny_model: Path, tmp_path: Path, make_spec: SpecFactory) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
     valid = write_jsonl(tmp_path / "valid.jsonl", chat_rows(2))
-    spec = make_spec(epochs=1, training={"packing": True, "eval_every_steps": 1, "logging_steps": 2})
+    training = {"packing": True, "max_seq_length": 128, "eval_every_steps": 1, "logging_steps": 2}
     reporter = RecordingReporter()
 
-    result = run_training(spec, TrainingPaths(tiny_model, train, valid, tmp_path / "out"), reporter)
+    result = run_training(
+        make_spec(epochs=1, training=training), TrainingPaths(tiny_model, train, valid, tmp_path / "out"), reporter
+    )
 
-    # Packing puts ~2 examples of 27 tokens in each 64-token row; every step is evaluated, so every step logs.
-    assert result.steps < 4
+    # Two 44-token examples fit in each 128-token row: 16 examples → 8 rows → 2 batches of 4.
+    assert result.steps == 2
+    # Every step is evaluated, so every step is logged too, despite logging_steps=2.
     assert [m.step for m in reporter.steps] == list(range(1, result.steps + 1))
     assert all(m.valid_loss is not None and m.train_loss is not None for m in reporter.steps)
 
