@@ -54,7 +54,7 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker-1") -> 
         "--concurrency",
         "1",
         "-Q",
-        "gpu",
+        env.get("TUNEPOOL_QUEUE_NAME", "gpu"),
         "--hostname",
         f"{name}@%h",
         "--loglevel",

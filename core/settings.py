@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     )
     dispatch_poll_seconds: float = Field(default=1.0, gt=0, description="Dispatcher's fallback poll period.")
     device: str = Field(default="auto", description="Worker device: auto, cuda or cpu.")
+    queue_name: str = Field(default="gpu", pattern=r"^[A-Za-z0-9_.-]+$", description="Celery queue of GPU work.")
 
     @field_validator("database_url")
     @classmethod

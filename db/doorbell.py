@@ -11,7 +11,7 @@ from functools import lru_cache
 import redis
 
 from core.settings import get_settings
-from core.tasks import DISPATCH_DOORBELL
+from core.tasks import dispatch_doorbell
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def ring() -> None:
         return
     try:
         client = _client(url)
-        client.lpush(DISPATCH_DOORBELL, "1")
-        client.ltrim(DISPATCH_DOORBELL, 0, 0)
+        client.lpush(dispatch_doorbell(), "1")
+        client.ltrim(dispatch_doorbell(), 0, 0)
     except redis.RedisError as exc:
         log.warning("dispatcher doorbell failed (%s); it will find the job on its next poll", exc)

@@ -36,10 +36,13 @@ def service_urls(data_dir: Path, tiny_model_dir: Path) -> Iterator[tuple[str, st
 
     admin = servers.admin_postgres_url()
     db_url = servers.create_database(admin)
-    redis_url = servers.isolated_redis(servers.redis_base_url())
+    redis_url = servers.test_redis_url(servers.redis_base_url())
     upgrade(db_url)
-    saved = {k: os.environ.get(k) for k in ("DATABASE_URL", "REDIS_URL", "TUNEPOOL_DATA_DIR")}
-    os.environ.update(DATABASE_URL=db_url, REDIS_URL=redis_url, TUNEPOOL_DATA_DIR=str(data_dir))
+    names = ("DATABASE_URL", "REDIS_URL", "TUNEPOOL_DATA_DIR", "TUNEPOOL_QUEUE_NAME")
+    saved = {k: os.environ.get(k) for k in names}
+    # A queue of its own: test sessions running side by side on one Redis never take each other's jobs.
+    queue = f"test-{db_url.rsplit('_', 1)[-1]}"
+    os.environ.update(DATABASE_URL=db_url, REDIS_URL=redis_url, TUNEPOOL_DATA_DIR=str(data_dir), TUNEPOOL_QUEUE_NAME=queue)
     get_settings.cache_clear()
     get_engine.cache_clear()
     register_model(data_dir / "models.toml", BaseModel(name=TINY_MODEL, path=str(tiny_model_dir)))

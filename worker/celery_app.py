@@ -5,12 +5,12 @@ from __future__ import annotations
 from celery import Celery
 
 from core.settings import get_settings
-from core.tasks import GPU_QUEUE
+from core.tasks import gpu_queue
 
 settings = get_settings()
 app = Celery("tunepool", broker=settings.redis_url or "redis://127.0.0.1:6379/0", include=["worker.tasks"])
 app.conf.update(
-    task_default_queue=GPU_QUEUE,
+    task_default_queue=gpu_queue(),
     task_ignore_result=True,
     # A worker takes one job at a time and acknowledges it only when done, so a lost worker's message returns.
     task_acks_late=True,

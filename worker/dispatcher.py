@@ -15,7 +15,7 @@ from sqlalchemy import func
 from core.enums import ErrorSide, JobStatus
 from core.settings import get_settings
 from core.storage import open_store
-from core.tasks import DISPATCH_DOORBELL, GPU_QUEUE, RUN_JOB_TASK
+from core.tasks import RUN_JOB_TASK, dispatch_doorbell, gpu_queue
 from db.repositories import events, files, jobs, workers
 from db.session import unit_of_work
 
@@ -83,7 +83,7 @@ class Sender:
         self.app = app
 
     def __call__(self, job_id: str) -> None:
-        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=GPU_QUEUE)
+        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=gpu_queue())
 
 
 def run_forever() -> None:
@@ -103,7 +103,7 @@ def run_forever() -> None:
             time.sleep(settings.dispatch_poll_seconds)
             continue
         try:
-            bell.blpop([DISPATCH_DOORBELL], timeout=settings.dispatch_poll_seconds)
+            bell.blpop([dispatch_doorbell()], timeout=settings.dispatch_poll_seconds)
         except redis.RedisError as exc:
             log.warning("doorbell unavailable (%s); polling", exc)
             time.sleep(settings.dispatch_poll_seconds)

@@ -21,15 +21,16 @@ _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torc
 
 
 def resolve_device(device: str) -> str:
-    """"auto" → "cuda" when a GPU is visible, else "cpu"; "cuda[:N]" must be available."""
+    """"auto" → the current CUDA device when a GPU is visible, else "cpu"; "cuda[:N]" must be available."""
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
         return device
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise TrainingError("device_unavailable", f"Device {device!r} was asked for but no CUDA GPU is visible.")
-        return device
+        # An explicit index, so the model, the merge and the Trainer (which uses the current device) agree.
+        return device if ":" in device else f"cuda:{torch.cuda.current_device()}"
     raise TrainingError("device_unavailable", f"Unknown device {device!r}; use auto, cpu or cuda[:N].")
 
 
