@@ -44,11 +44,13 @@ def up(
     port: int = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes (one per GPU).")] = 1,
     smollm2: Annotated[bool, typer.Option(help="Fetch and register SmolLM2-135M-Instruct.")] = True,
+    pg_port: Annotated[int, typer.Option(help="Embedded Postgres port (without DATABASE_URL).")] = 54329,
+    redis_port: Annotated[int, typer.Option(help="Embedded Redis port (without REDIS_URL).")] = 63790,
 ) -> None:
     """Start the API, dispatcher and workers (and embedded Postgres/Redis when none is configured)."""
     from cli.server import up as run_up
 
-    run_up(data_dir, host, port, workers, smollm2)
+    run_up(data_dir, host, port, workers, smollm2, pg_port, redis_port)
 
 
 @files_app.command("upload")

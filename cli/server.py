@@ -18,13 +18,13 @@ SMOLLM2 = "SmolLM2-135M-Instruct"
 DEV_TEAM = "dev"
 
 
-def ensure_servers(data_dir: Path) -> tuple[str, str]:
+def ensure_servers(data_dir: Path, pg_port: int, redis_port: int) -> tuple[str, str]:
     """Configured DATABASE_URL/REDIS_URL win; otherwise start embedded servers under data_dir."""
     from core.settings import get_settings
 
     settings = get_settings()
-    db_url = settings.database_url or devstack.ensure_postgres(data_dir).url
-    redis_url = settings.redis_url or devstack.ensure_redis(data_dir).url
+    db_url = settings.database_url or devstack.ensure_postgres(data_dir, port=pg_port).url
+    redis_url = settings.redis_url or devstack.ensure_redis(data_dir, port=redis_port).url
     return db_url, redis_url
 
 
@@ -50,39 +50,34 @@ def ensure_smollm2(data_dir: Path, registry: Path) -> None:
 def ensure_dev_key(data_dir: Path) -> str:
     """The dev team's admin key, kept in data_dir/dev-api-key so restarts print the same one."""
     from api.services import teams
-    from core.errors import Unauthorized
+    from core.errors import NotFound, Unauthorized
     from db.session import unit_of_work
 
     key_file = data_dir / "dev-api-key"
+    saved = key_file.read_text().strip() if key_file.is_file() else ""
     with unit_of_work() as session:
-        if key_file.is_file():
-            try:
-                teams.authenticate(session, key_file.read_text().strip())
-                return key_file.read_text().strip()
-            except Unauthorized:
-                pass
-        team = (
-            teams.find_team(session, DEV_TEAM)
-            if _team_exists(session)
-            else teams.create_team(session, DEV_TEAM, is_admin=True)
-        )
+        try:
+            teams.authenticate(session, saved)
+            return saved
+        except Unauthorized:
+            pass
+        try:
+            team = teams.find_team(session, DEV_TEAM)
+        except NotFound:
+            team = teams.create_team(session, DEV_TEAM, is_admin=True)
         _, key = teams.create_api_key(session, team.id, "make up")
     key_file.write_text(key + "\n")
     key_file.chmod(0o600)
     return key
 
 
-def _team_exists(session) -> bool:  # type: ignore[no-untyped-def]
-    from db.repositories.teams import get_team_by_name
-
-    return get_team_by_name(session, DEV_TEAM) is not None
-
-
-def up(data_dir: Path, host: str, port: int, workers: int, smollm2: bool) -> None:
+def up(
+    data_dir: Path, host: str, port: int, workers: int, smollm2: bool, pg_port: int, redis_port: int
+) -> None:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     os.environ["TUNEPOOL_DATA_DIR"] = str(data_dir)
-    db_url, redis_url = ensure_servers(data_dir)
+    db_url, redis_url = ensure_servers(data_dir, pg_port, redis_port)
     os.environ.update(DATABASE_URL=db_url, REDIS_URL=redis_url)
     from core.settings import get_settings
     from db.migrate import upgrade
@@ -114,9 +109,10 @@ def up(data_dir: Path, host: str, port: int, workers: int, smollm2: bool) -> Non
 def _banner(host: str, port: int, key: str, log_dir: Path, smollm2: bool) -> None:
     base = f"http://{'localhost' if host in ('0.0.0.0', '127.0.0.1') else host}:{port}/v1"
     model = SMOLLM2 if smollm2 else "<a model from GET /v1/models>"
-    console.print(f"""
-[bold green]tunepool is up[/] at {base}   (logs: {log_dir})
-Dev team API key (admin): [bold]{key}[/]
+    # Plain print: rich would wrap the long key lines and break copy-paste.
+    print(f"""
+tunepool is up at {base}   (logs: {log_dir})
+Dev team API key (admin): {key}
 
   export TUNEPOOL_BASE_URL={base} TUNEPOOL_API_KEY={key}
   tunepool files upload train.jsonl

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from pathlib import Path
 
 import psycopg
@@ -15,6 +16,13 @@ DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 EMBEDDED_DIR = ROOT / "var" / "test-servers"
 # Not make up's ports (54329/63790), so tests can run beside a running dev service.
 EMBEDDED_PG_PORT, EMBEDDED_REDIS_PORT = 54339, 63799
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _plain(url: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from cli import processes
+from tests.servers import free_port
 
 
 @dataclass
@@ -18,18 +18,20 @@ class RunningService:
     log_dir: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def running_service(service_urls: tuple[str, str], data_dir: Path) -> Iterator[RunningService]:
     db_url, redis_url = service_urls
-    env = processes.service_env(db_url, redis_url, data_dir, TUNEPOOL_HEARTBEAT_SECONDS="0.5")
+    env = processes.service_env(
+        db_url,
+        redis_url,
+        data_dir,
+        TUNEPOOL_HEARTBEAT_SECONDS="0.5",
+        # Webhook retries in tenths of a second, so the retry tests see several attempts quickly.
+        TUNEPOOL_WEBHOOK_BACKOFF_SECONDS="0.2",
+        TUNEPOOL_WEBHOOK_MAX_ATTEMPTS="4",
+    )
     log_dir = data_dir / "log"
-    port = _free_port()
+    port = free_port()
     api = processes.start_api(env, log_dir, port=port)
     procs = [api, processes.start_dispatcher(env, log_dir), processes.start_worker(env, log_dir, "worker-1")]
     try:

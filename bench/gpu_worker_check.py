@@ -1,0 +1,141 @@
+"""GPU check of the worker's own training recipe on the BASELINE.md shape (Llama-3-8B, random weights, seq 2048).
+
+Runs `worker.training.run_training` — the code a tunepool worker runs — on QLoRA (NF4 + double quant, bf16
+compute, paged 8-bit AdamW) at batch 1 and 4, and prints steady-state tokens/s and peak GPU memory next to the
+plain-TRL reference figures measured for the same shape (../shared/BASELINE.md, runs A and H).
+
+    python bench/gpu_worker_check.py            # on an NVIDIA GPU (8B shape)
+    python bench/gpu_worker_check.py --tiny     # anywhere: a tiny model, to check the script itself
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
+from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast  # noqa: E402
+
+from core.schemas.metrics import StepMetrics  # noqa: E402
+from core.schemas.spec import JobSpec, ResolvedHyperparameters  # noqa: E402
+from worker.training import TrainingPaths, run_training  # noqa: E402
+
+# BASELINE.md, plain TRL on one H200: (tokens/s, peak allocated GiB)
+REFERENCE = {1: ("A", 4308.0, 6.53), 4: ("H", 7797.0, 9.40)}
+WARMUP_STEPS = 4
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.steps: list[StepMetrics] = []
+
+    def metrics(self, m: StepMetrics) -> None:
+        if m.train_loss is not None:
+            self.steps.append(m)
+
+    def event(self, message: str, data: dict[str, Any] | None = None) -> None:
+        print("  event:", message, flush=True)
+
+    def should_stop(self) -> bool:
+        return False
+
+
+def build_model(path: Path, tiny: bool) -> tuple[int, int]:
+    if tiny:
+        cfg = LlamaConfig(vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+        seq = 128
+    else:
+        cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                          num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
+                          rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
+        seq = 2048
+    if not (path / "config.json").is_file():
+        tok = Tokenizer(models.WordLevel(vocab={f"t{i}": i for i in range(cfg.vocab_size)}, unk_token="t0"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="t0", pad_token="t1", eos_token="t2",
+                                            bos_token="t3")
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        del model
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    return cfg.vocab_size, seq
+
+
+def write_dataset(path: Path, vocab: int, seq: int, rows: int) -> None:
+    """Text rows of exactly `seq` tokens including the EOS the recipe appends (every row full, as in BASELINE)."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(10, vocab, (rows, seq - 1), generator=g).tolist()
+    with path.open("w") as f:
+        for row in ids:
+            f.write(json.dumps({"text": " ".join(f"t{i}" for i in row)}) + "\n")
+
+
+def run(model_dir: Path, data: Path, out: Path, batch: int, steps: int, seq: int) -> dict[str, Any]:
+    spec = JobSpec(
+        hyperparameters=ResolvedHyperparameters(n_epochs=1, batch_size=batch, learning_rate_multiplier=1.0),
+        lora={"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"},
+        training={"max_seq_length": seq, "max_steps": steps, "warmup_ratio": 0.0},
+        artifacts=["adapter"],
+    )
+    cuda = torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    rec = Recorder()
+    t0 = time.time()
+    result = run_training(spec, TrainingPaths(model_dir, data, None, out), rec, device="cuda" if cuda else "cpu")
+    steady = [m.tokens_per_s for m in rec.steps[WARMUP_STEPS:] if m.tokens_per_s]
+    r: dict[str, Any] = {
+        "batch": batch, "seq": seq, "steps": result.steps, "wall_s": round(time.time() - t0, 1),
+        "tokens_per_s": round(statistics.median(steady), 1) if steady else None,
+        "first_last_loss": [rec.steps[0].train_loss, rec.steps[-1].train_loss],
+    }
+    if cuda:
+        r["peak_alloc_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        r["peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 2)
+    return r
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--batches", default="1,4")
+    p.add_argument("--steps", type=int, default=14)
+    p.add_argument("--work", default="/tmp/tunepool-gpu-check")
+    p.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
+    a = p.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir = work / ("base_tiny" if a.tiny else "base_8b")
+    t0 = time.time()
+    vocab, seq = build_model(model_dir, a.tiny)
+    print(f"base model ready in {time.time() - t0:.1f}s", flush=True)
+    results = []
+    for batch in (int(b) for b in a.batches.split(",")):
+        data = work / f"data_b{batch}.jsonl"
+        write_dataset(data, vocab, seq, rows=batch * (a.steps + 2))
+        r = run(model_dir, data, work / f"out_b{batch}", batch, a.steps, seq)
+        name, ref_tps, ref_mem = REFERENCE.get(batch, ("-", None, None))
+        if r["tokens_per_s"] and ref_tps and not a.tiny:
+            r["reference"] = {"baseline_run": name, "tokens_per_s": ref_tps, "peak_alloc_gib": ref_mem}
+            r["ratio_tokens_per_s"] = round(r["tokens_per_s"] / ref_tps, 3)
+        print("RESULT", json.dumps(r), flush=True)
+        results.append(r)
+    versions = {m.__name__: getattr(m, "__version__", "?") for m in [torch]}
+    info = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "versions": versions}
+    Path(a.out, "gpu_worker_check.json").write_text(json.dumps({**info, "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
