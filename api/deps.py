@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
+from api import ratelimit
 from api.services import teams
 from core.errors import Forbidden, Unauthorized
 from core.settings import Settings, get_settings
-from core.storage import ObjectStore, open_store
+from core.storage import ObjectStore, configured_store
 from db.models import Team
 from db.session import session_factory
 
@@ -23,7 +25,7 @@ def _session() -> Iterator[Session]:
 
 
 def _store(settings: Annotated[Settings, Depends(get_settings)]) -> ObjectStore:
-    return open_store(settings.resolved_storage_dir)
+    return configured_store(settings)
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -36,7 +38,11 @@ def _current_team(request: Request, session: SessionDep) -> Team:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing API key: send `Authorization: Bearer <key>`")
-    return teams.authenticate(session, token.strip())
+    team = teams.authenticate(session, token.strip())
+    request.state.team_id = team.id  # for the access log line
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        ratelimit.check_write(get_settings(), hashlib.sha256(token.strip().encode()).hexdigest()[:32])
+    return team
 
 
 CurrentTeam = Annotated[Team, Depends(_current_team)]
@@ -49,3 +55,14 @@ def _admin_team(team: CurrentTeam) -> Team:
 
 
 AdminTeam = Annotated[Team, Depends(_admin_team)]
+
+
+# Checked by api/services/idempotency.py, so a bad key is a 400 naming the header.
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Up to 255 printable ASCII characters; a retry with the same key and body returns the "
+        "first request's object.",
+    ),
+]

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException
 
 from core.errors import (
@@ -16,6 +17,9 @@ from core.errors import (
     InvalidFile,
     NotFound,
     PayloadTooLarge,
+    QuotaExceeded,
+    RateLimited,
+    StorageQuotaExceeded,
     Unauthorized,
 )
 from core.storage import StorageError
@@ -26,6 +30,8 @@ _STATUS: list[tuple[type[DomainError], int]] = [
     (Conflict, 409),
     (Unauthorized, 401),
     (Forbidden, 403),
+    (StorageQuotaExceeded, 403),
+    (QuotaExceeded, 429),
 ]
 
 
@@ -44,7 +50,9 @@ async def _domain(_: Request, exc: Exception) -> JSONResponse:
     status = _status_of(exc)
     extra: dict[str, Any] = {"lines": exc.report} if isinstance(exc, InvalidFile) else {}
     type_ = "authentication_error" if status == 401 else "invalid_request_error"
-    return JSONResponse(error_body(exc.message, type_=type_, code=exc.code, param=exc.param, **extra), status)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    body = error_body(exc.message, type_=type_, code=exc.code, param=exc.param, **extra)
+    return JSONResponse(body, status, headers=headers)
 
 
 _LOC_NOISE = {"body", "query", "path", "header", "int", "float", "str", "bool", "dict", "list"}
@@ -90,6 +98,13 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, exc.status_code, headers=exc.headers)
 
 
+async def _data(_: Request, exc: Exception) -> JSONResponse:
+    # Postgres refused a value the schema let through (a NUL character in text, a number past BIGINT):
+    # the client's input, so a 400; the SQL and its parameters stay out of the answer.
+    message = "a value cannot be stored: text may not contain NUL characters and numbers must fit 64 bits"
+    return JSONResponse(error_body(message, type_="invalid_request_error", code="invalid_value", param=None), 400)
+
+
 async def _storage(_: Request, exc: Exception) -> JSONResponse:
     body = error_body(str(exc), type_="server_error", code="storage_error", param=None)
     return JSONResponse(body, 503)
@@ -100,3 +115,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(HTTPException, _http)
     app.add_exception_handler(StorageError, _storage)
+    app.add_exception_handler(DataError, _data)

@@ -39,6 +39,8 @@ def job_object(job: TrainingJob) -> JobPublic:
     spec: dict[str, Any] = job.spec
     hyper = spec["hyperparameters"]
     percent = round(100.0 * job.step / job.total_steps, 1) if job.total_steps else None
+    # An ETA only means something while training runs (OpenAI nulls it once the job is done).
+    eta = ts(job.estimated_finish) if job.status == "running" else None
     return JobPublic(
         id=job.id,
         created_at=int(job.created_at.timestamp()),
@@ -54,7 +56,7 @@ def job_object(job: TrainingJob) -> JobPublic:
         trained_tokens=job.trained_tokens,
         training_file=job.training_file_id,
         validation_file=job.validation_file_id,
-        estimated_finish=ts(job.estimated_finish),
+        estimated_finish=eta,
         metadata=job.job_metadata,
         suffix=job.suffix,
         lora=spec["lora"],
@@ -62,8 +64,14 @@ def job_object(job: TrainingJob) -> JobPublic:
         training=spec["training"],
         artifacts=spec["artifacts"],
         priority=job.priority,
+        resources=job.resources,
+        estimated_gpu_memory_gb=round(job.memory_estimate_bytes / 1e9, 2) if job.memory_estimate_bytes else None,
         progress=Progress(
-            step=job.step, total_steps=job.total_steps, percent=percent, tokens_per_s=job.tokens_per_s
+            step=job.step,
+            total_steps=job.total_steps,
+            percent=percent,
+            tokens_per_s=job.tokens_per_s,
+            estimated_finish=eta,
         ),
     )
 

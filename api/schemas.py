@@ -57,6 +57,16 @@ class Method(BaseModel):
     supervised: SupervisedMethod | None = None
 
 
+class ResourceSpec(BaseModel):
+    """What a job needs from its GPU; omitted: the memory is estimated from the model and spec."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_gpu_memory_gb: float | None = Field(default=None, gt=0, le=10_000, description="Decimal GB.")
+    gpu_type: str | None = Field(
+        default=None, min_length=1, max_length=64, description='Matched within the GPU name, e.g. "A100".'
+    )
+
+
 class JobCreate(BaseModel):
     """`POST /v1/fine_tuning/jobs`: OpenAI's fields plus tunepool's extensions (sent as `extra_body`)."""
 
@@ -76,6 +86,7 @@ class JobCreate(BaseModel):
     training: TrainingSpec = TrainingSpec()
     artifacts: list[ArtifactName] = Field(default_factory=lambda: list(DEFAULT_ARTIFACTS), min_length=1)
     priority: int = Field(default=0, ge=-100, le=100)
+    resources: ResourceSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -104,6 +115,7 @@ class Progress(BaseModel):
     total_steps: int | None
     percent: float | None
     tokens_per_s: float | None
+    estimated_finish: int | None = None  # unix seconds, from the measured step time; null unless running
 
 
 class JobPublic(BaseModel):
@@ -133,6 +145,10 @@ class JobPublic(BaseModel):
     artifacts: list[str]
     priority: int
     progress: Progress
+    resources: dict[str, Any] | None = None
+    estimated_gpu_memory_gb: float | None = Field(
+        default=None, description="Planning estimate of peak GPU memory (model, quantisation, LoRA, batch, length)."
+    )
 
 
 class EventPublic(BaseModel):
@@ -208,3 +224,67 @@ class ApiKeyCreated(BaseModel):
     team_id: str
     name: str
     key: str = Field(description="Shown once; only its hash is stored.")
+
+
+class QuotaLimits(BaseModel):
+    """A team's limits; null means unlimited."""
+
+    max_running_jobs: int | None = Field(default=None, ge=0, le=2**31 - 1, description="Jobs training at once.")
+    max_queued_jobs: int | None = Field(
+        default=None, ge=0, le=2**31 - 1, description="Jobs waiting (validating or queued)."
+    )
+    gpu_hours_per_period: float | None = Field(default=None, ge=0, description="GPU hours per rolling period.")
+    period_hours: float = Field(default=720.0, gt=0, le=24 * 366, description="The budget's rolling window.")
+    max_dataset_storage_bytes: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="Stored training files."
+    )
+
+
+class QuotaUsage(BaseModel):
+    running_jobs: int
+    queued_jobs: int
+    gpu_hours_in_period: float
+    dataset_storage_bytes: int
+
+
+class QuotaPublic(BaseModel):
+    object: Literal["team.quota"] = "team.quota"
+    team_id: str
+    limits: QuotaLimits
+    usage: QuotaUsage
+
+
+class PoolJob(BaseModel):
+    id: str | None = Field(description="Null for another team's job (ids are only shown to their team).")
+    own: bool
+    status: str | None = None
+
+
+class PoolWorker(BaseModel):
+    id: str
+    hostname: str
+    device: str
+    gpu_name: str | None
+    gpu_memory_total_gb: float | None
+    gpu_memory_free_gb: float | None
+    state: Literal["idle", "starting", "busy", "lost"]
+    job: PoolJob | None
+    last_heartbeat: int
+    started_at: int
+
+
+class PoolTeamQueue(BaseModel):
+    team_id: str
+    team_name: str
+    queued: int
+    running: int
+    job_ids: list[str] | None = Field(default=None, description="Waiting job ids (own team, or all for admins).")
+
+
+class PoolPublic(BaseModel):
+    object: Literal["pool"] = "pool"
+    workers: list[PoolWorker]
+    queues: list[PoolTeamQueue]
+    idle_workers: int
+    busy_workers: int
+    lost_workers: int

@@ -48,3 +48,23 @@ class Unauthorized(DomainError):
 
 class Forbidden(DomainError):
     code = "forbidden"
+
+
+class QuotaExceeded(DomainError):
+    """A team limit was reached; the message names the quota and the current usage (429: it clears in time)."""
+
+    code = "quota_exceeded"
+
+
+class StorageQuotaExceeded(QuotaExceeded):
+    """The team's dataset storage is full (403: waiting does not help; deleting files or an admin does)."""
+
+
+class RateLimited(QuotaExceeded):
+    """Too many requests for one API key; `retry_after` is the seconds until the next is allowed (429)."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

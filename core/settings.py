@@ -45,8 +45,58 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Heartbeat silence that marks a worker lost."
     )
     dispatch_poll_seconds: float = Field(default=1.0, gt=0, description="Dispatcher's fallback poll period.")
+    redispatch_after_seconds: float = Field(
+        default=60.0, gt=0, description="A queued job's message unclaimed this long is sent again (it may be lost)."
+    )
+    rate_limit_writes_per_second: float = Field(
+        default=10.0, ge=0, description="Write requests (POST/PUT/PATCH/DELETE) per second per API key; 0: no limit."
+    )
+    rate_limit_write_burst: int = Field(
+        default=100, ge=1, description="Write requests one API key may make at once before the rate applies."
+    )
+    # Shared pool (issue 4): fair share and placement.
+    fair_share_half_life_seconds: float = Field(
+        default=6 * 3600.0, gt=0, description="Half-life of the GPU-seconds that order teams for fair share."
+    )
+    pool_gpus: str = Field(
+        default="",
+        description='GPUs the pool is configured to have, for placement before workers register: "A100:80,L4:24".',
+    )
     device: str = Field(default="auto", description="Worker device: auto, cuda or cpu.")
+    checkpoints_keep: int = Field(
+        default=3, ge=1, le=1000, description="Training checkpoints kept per job (plus the best by valid_loss)."
+    )
     queue_name: str = Field(default="gpu", pattern=r"^[A-Za-z0-9_.-]+$", description="Celery queue of GPU work.")
+
+    # Deploy and operate (issue 7): object store, logs, webhooks.
+    storage_url: str = Field(
+        default="", description="Artifact store URL: file:///dir or s3://bucket/prefix (default: storage_dir)."
+    )
+    s3_endpoint_url: str = Field(default="", description="S3-compatible endpoint (MinIO, Ceph); empty: AWS.")
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_access_key_id: str = Field(default="", description="S3 key id; empty: boto3's default credential chain.")
+    s3_secret_access_key: str = Field(default="", description="S3 secret key.")
+    s3_presign_downloads: bool = Field(
+        default=False, description="Answer artifact downloads with a redirect to a presigned S3 URL."
+    )
+    log_format: str = Field(default="text", pattern=r"^(text|json)$", description="Log lines: text or json.")
+    webhook_max_attempts: int = Field(default=10, ge=1, le=100, description="Deliveries tried this often.")
+    webhook_backoff_seconds: float = Field(
+        default=10.0, gt=0, description="First retry delay; doubles per attempt (capped at 6 h)."
+    )
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="One delivery's HTTP timeout.")
+    session_secret: str = Field(
+        default="",
+        description="Signs dashboard session cookies; empty: generated once and kept in data_dir/session_secret.",
+    )
+
+    @field_validator("session_secret")
+    @classmethod
+    def _strong_session_secret(cls, secret: str) -> str:
+        # A short secret can be brute-forced offline from one cookie; refuse it rather than sign with it.
+        if secret and len(secret) < 32:
+            raise ValueError("session_secret must be at least 32 characters (or unset to generate one)")
+        return secret
 
     @field_validator("database_url")
     @classmethod

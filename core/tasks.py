@@ -10,6 +10,11 @@ def gpu_queue() -> str:
     return get_settings().queue_name
 
 
+def worker_queue(worker_id: str) -> str:
+    """A worker's own queue: the dispatcher places each job on the one worker it chose."""
+    return f"{gpu_queue()}.{worker_id}"
+
+
 def dispatch_doorbell() -> str:
     """Redis list the API and workers push to after a commit, so the dispatcher wakes at once."""
     return f"tunepool:{gpu_queue()}:dispatch"

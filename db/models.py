@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -91,10 +92,17 @@ class TrainingJob(Base):
     worker_id: Mapped[str | None] = mapped_column(String(128))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    pause_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Shared pool: what the job asked for, the memory placement uses, and the worker it was sent to.
+    resources: Mapped[dict[str, Any] | None]
+    memory_estimate_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    dispatched_to: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The creating request's id: the worker's log lines for this job carry it (request → worker correlation).
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index("ix_training_job_team_created", "team_id", "created_at"),)
 
@@ -161,6 +169,94 @@ class Worker(Base):
     gpu_name: Mapped[str | None] = mapped_column(String(256))
     gpu_memory_total: Mapped[int | None] = mapped_column(BigInteger)
     gpu_memory_free: Mapped[int | None] = mapped_column(BigInteger)
+    gpu_utilization: Mapped[float | None] = mapped_column(Float)  # percent, from NVML/nvidia-smi
     current_job_id: Mapped[str | None] = mapped_column(String(64))
+    # A job sent to this worker but not yet claimed: on the row itself, so concurrent dispatchers see it.
+    reserved_job_id: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime] = _now()
     last_heartbeat: Mapped[datetime] = _now()
+
+
+class GpuUsage(Base):
+    """One stretch of a job on a worker: the ledger behind fair share and GPU-hour budgets."""
+
+    __tablename__ = "gpu_usage"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("training_job.id", ondelete="CASCADE"))
+    team_id: Mapped[str] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"))
+    worker_id: Mapped[str] = mapped_column(String(128))
+    started_at: Mapped[datetime] = _now()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_gpu_usage_team_started", "team_id", "started_at"),
+        Index("ix_gpu_usage_worker_open", "worker_id", postgresql_where=text("ended_at IS NULL")),
+    )
+
+
+class TeamQuota(Base):
+    """A team's limits; a null limit means unlimited."""
+
+    __tablename__ = "team_quota"
+
+    team_id: Mapped[str] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"), primary_key=True)
+    max_running_jobs: Mapped[int | None] = mapped_column(Integer)
+    max_queued_jobs: Mapped[int | None] = mapped_column(Integer)
+    gpu_hours_per_period: Mapped[float | None] = mapped_column(Float)
+    period_hours: Mapped[float] = mapped_column(Float, default=720.0)
+    max_dataset_storage_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = _now()
+
+
+class WebhookEndpoint(Base):
+    """A team's webhook URL; `secret` signs every delivery (Standard Webhooks, as OpenAI's)."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(128))
+    events: Mapped[list[Any]]
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index("ix_webhook_endpoint_team", "team_id"),)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per (event, endpoint), written in the transaction that ends the job."""
+
+    __tablename__ = "webhook_delivery"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the `webhook-id` header, same on retries
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    team_id: Mapped[str] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16))  # pending | succeeded | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = _now()
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index("ix_webhook_delivery_endpoint_created", "endpoint_id", "created_at"),
+        Index("ix_webhook_delivery_due", "next_attempt_at", postgresql_where=text("status = 'pending'")),
+    )
+
+
+class IdempotencyKey(Base):
+    """A client's Idempotency-Key: the primary key makes a concurrent duplicate wait for the first request."""
+
+    __tablename__ = "idempotency_key"
+
+    team_id: Mapped[str] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(64))  # "files" | "jobs": a key names one request
+    request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of what makes two requests the same
+    resource_id: Mapped[str | None] = mapped_column(String(64))  # set in the same transaction as the object
+    created_at: Mapped[datetime] = _now()

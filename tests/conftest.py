@@ -42,7 +42,9 @@ def service_urls(data_dir: Path, tiny_model_dir: Path) -> Iterator[tuple[str, st
     saved = {k: os.environ.get(k) for k in names}
     # A queue of its own: test sessions running side by side on one Redis never take each other's jobs.
     queue = f"test-{db_url.rsplit('_', 1)[-1]}"
-    os.environ.update(DATABASE_URL=db_url, REDIS_URL=redis_url, TUNEPOOL_DATA_DIR=str(data_dir), TUNEPOOL_QUEUE_NAME=queue)
+    os.environ.update(
+        DATABASE_URL=db_url, REDIS_URL=redis_url, TUNEPOOL_DATA_DIR=str(data_dir), TUNEPOOL_QUEUE_NAME=queue
+    )
     get_settings.cache_clear()
     get_engine.cache_clear()
     register_model(data_dir / "models.toml", BaseModel(name=TINY_MODEL, path=str(tiny_model_dir)))

@@ -20,3 +20,11 @@ app.conf.update(
     broker_transport_options={"visibility_timeout": 7 * 24 * 3600},
     worker_hijack_root_logger=False,
 )
+
+if settings.log_format == "json":
+    # Celery, our runner and everything else then log one JSON object per line with job/team/request ids.
+    from celery.signals import setup_logging
+
+    from core.logging import configure_logging
+
+    setup_logging.connect(lambda **_: configure_logging("json"), weak=False)

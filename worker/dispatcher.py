@@ -11,22 +11,26 @@ from datetime import UTC, datetime, timedelta
 
 import redis
 from sqlalchemy import func
+from sqlalchemy.orm import Session
 
+from core import scheduling
 from core.enums import ErrorSide, JobStatus
+from core.logging import configure_logging
+from core.placement import Slot, requirement_of
 from core.settings import get_settings
-from core.storage import open_store
-from core.tasks import RUN_JOB_TASK, dispatch_doorbell, gpu_queue
-from db.repositories import events, files, jobs, workers
+from core.storage import configured_store
+from core.tasks import RUN_JOB_TASK, dispatch_doorbell, worker_queue
+from db.models import TeamQuota
+from db.repositories import events, files, jobs, quotas, usage, webhooks, workers
 from db.session import unit_of_work
+from worker import webhooks as webhooks_sender
 
 log = logging.getLogger(__name__)
-# A queued job whose message sat this long unclaimed is re-sent: its message may be lost.
-REDISPATCH_AFTER = timedelta(seconds=60)
 
 
 def validate_new_jobs() -> int:
     """Move `validating_files` jobs whose files are stored to `queued`; fail the others."""
-    store = open_store(get_settings().resolved_storage_dir)
+    store = configured_store(get_settings())
     with unit_of_work() as session:
         pending = jobs.jobs_awaiting_validation(session)
         for job in pending:
@@ -52,6 +56,7 @@ def validate_new_jobs() -> int:
                     finished_at=func.now(),
                 )
                 events.add_event(session, job.id, error["message"], level="error")
+                webhooks.record_job_event(session, job.team_id, job.id, JobStatus.FAILED)
                 continue
             jobs.transition(session, job.id, [JobStatus.VALIDATING_FILES], JobStatus.QUEUED)
             events.add_event(session, job.id, "Files validated, moving job to queued state")
@@ -59,21 +64,65 @@ def validate_new_jobs() -> int:
 
 
 def dispatch(send: Sender) -> list[str]:
-    """Send as many queued jobs as there are idle workers not already waiting for a message."""
+    """Place queued jobs on idle workers by fair share and GPU fit: one message per idle worker, no backlog."""
     settings = get_settings()
     now = datetime.now(UTC)
     with unit_of_work() as session:
-        live = workers.live_workers(session, now - timedelta(seconds=settings.worker_lost_seconds))
-        idle = sum(1 for w in live if w.current_job_id is None)
-        free = idle - jobs.count_dispatched_unclaimed(session)
-        chosen = jobs.jobs_to_dispatch(session, free) if free > 0 else []
-        stale = jobs.jobs_dispatched_before(session, now - REDISPATCH_AFTER)
-        for job in chosen + stale:
-            jobs.update_job(session, job.id, dispatched_at=func.now())
-        ids = [j.id for j in chosen + stale]
-    for job_id in ids:  # after the commit: a worker that gets the message finds the row as we left it
-        send(job_id)
-    return ids
+        # A queued job whose message sat this long unclaimed goes back to placement: its message may be lost.
+        jobs.requeue_unclaimed(session, now - timedelta(seconds=settings.redispatch_after_seconds))
+        workers.release_stale_reservations(session)
+        usage.close_orphans(session)
+        idle = workers.lock_idle_workers(session, now - timedelta(seconds=settings.worker_lost_seconds))
+        if not idle:
+            return []
+        # A few more than the idle workers per team, so jobs that fit no idle GPU cannot block the rest.
+        candidates = jobs.lock_candidates(session, per_team=len(idle) + 16)
+        if not candidates:
+            return []
+        team_ids = {j.team_id for j in candidates}
+        limits = quotas.all_quotas(session)
+        spent = {t for t in team_ids if _over_budget(session, limits.get(t), now)}
+        running = jobs.count_by_team_status(session, [JobStatus.RUNNING])
+        chosen = scheduling.assign(
+            [Slot(w.id, w.device, w.gpu_name, w.gpu_memory_total) for w in idle],
+            [
+                scheduling.Candidate(
+                    j.id,
+                    j.team_id,
+                    j.priority,
+                    j.created_at.timestamp(),
+                    requirement_of(j.resources, j.memory_estimate_bytes),
+                )
+                for j in candidates
+                if j.team_id not in spent
+            ],
+            _decayed_usage(session, now, settings.fair_share_half_life_seconds),
+            running={t: running.get((t, JobStatus.RUNNING.value), 0) for t in team_ids},
+            max_running={t: q.max_running_jobs for t, q in limits.items()},
+        )
+        for a in chosen:
+            jobs.mark_dispatched(session, a.job_id, a.worker_id)
+            workers.reserve(session, a.worker_id, a.job_id)
+    for a in chosen:  # after the commit: a worker that gets the message finds the row as we left it
+        send(a.job_id, a.worker_id)
+    return [a.job_id for a in chosen]
+
+
+def _decayed_usage(session: Session, now: datetime, half_life: float) -> dict[str, float]:
+    # Stretches older than ten half-lives weigh under 0.1% and are not read.
+    totals: dict[str, float] = {}
+    for team, start, end, at in usage.stretches_since(session, now - timedelta(seconds=10 * half_life)):
+        totals[team] = totals.get(team, 0.0) + scheduling.decayed_seconds(start, end, at, half_life)
+    return totals
+
+
+def _over_budget(session: Session, quota: TeamQuota | None, now: datetime) -> bool:
+    """A team that spent its GPU hours for the period waits until old usage leaves the window."""
+    if quota is None or quota.gpu_hours_per_period is None:
+        return False
+    since = now - timedelta(hours=quota.period_hours)
+    used = usage.gpu_seconds_since(session, since, quota.team_id).get(quota.team_id, 0.0)
+    return used >= quota.gpu_hours_per_period * 3600
 
 
 class Sender:
@@ -82,8 +131,8 @@ class Sender:
 
         self.app = app
 
-    def __call__(self, job_id: str) -> None:
-        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=gpu_queue())
+    def __call__(self, job_id: str, worker_id: str) -> None:
+        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=worker_queue(worker_id))
 
 
 def run_forever() -> None:
@@ -91,6 +140,7 @@ def run_forever() -> None:
     settings.require_servers()
     bell = redis.Redis.from_url(settings.redis_url)
     send = Sender()
+    webhooks_sender.start_thread()  # signed webhook deliveries from the outbox, beside dispatching
     log.info("dispatcher running")
     while True:
         try:
@@ -110,5 +160,5 @@ def run_forever() -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(get_settings().log_format)
     run_forever()

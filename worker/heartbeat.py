@@ -12,6 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from core.settings import get_settings
+from core.tasks import worker_queue
 from db.repositories import workers
 from db.session import unit_of_work
 
@@ -36,7 +37,7 @@ def gpu_info() -> dict[str, Any]:
                 [
                     "nvidia-smi",
                     f"--id={gpu}",
-                    "--query-gpu=name,memory.total,memory.free",
+                    "--query-gpu=name,memory.total,memory.free,utilization.gpu",
                     "--format=csv,noheader,nounits",
                 ],
                 capture_output=True,
@@ -47,17 +48,23 @@ def gpu_info() -> dict[str, Any]:
             .stdout.strip()
             .splitlines()[0]
         )
-        name, total, free = (x.strip() for x in out.split(","))
+        name, total, free, util = (x.strip() for x in out.split(","))
         mib = 1024 * 1024
         return {
             "device": "cuda",
             "gpu_name": name,
             "gpu_memory_total": int(total) * mib,
             "gpu_memory_free": int(free) * mib,
+            "gpu_utilization": float(util) if util.replace(".", "", 1).isdigit() else None,  # "[N/A]" on some
         }
     except (subprocess.SubprocessError, ValueError, IndexError) as exc:
         log.warning("nvidia-smi failed (%s); reporting CPU", exc)
         return {"device": "cpu", "gpu_name": None, "gpu_memory_total": None, "gpu_memory_free": None}
+
+
+def consume_own_queue(consumer: Any) -> None:
+    """Also take messages from this worker's own queue, where the dispatcher places the jobs it chose for us."""
+    consumer.add_task_queue(worker_queue(worker_id()))
 
 
 def beat() -> None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +16,27 @@ from core.enums import ArtifactKind, ErrorSide
 from core.registry import load_registry
 from core.schemas.spec import JobSpec
 from core.settings import get_settings
-from core.storage import ObjectStore, StorageError, open_store, sha256_file
-from db.repositories import files, jobs
+from core.storage import ObjectStore, StorageError, configured_store
+from db.models import Artifact
+from db.repositories import files, jobs, metrics
 from db.session import unit_of_work
-from worker.reporter import DatabaseReporter
+from worker.archive import fetch, fetch_dir, publish_dir
+from worker.reporter import DatabaseReporter, trainer_checkpoints
 
 log = logging.getLogger("worker.job_process")
 
 
 def main(job_id: str, workdir: Path) -> dict[str, Any]:
-    from worker.training.recipe import TrainingCancelled, TrainingError, TrainingPaths, run_training
+    from worker.training.recipe import (
+        TrainingCancelled,
+        TrainingError,
+        TrainingPaths,
+        TrainingPaused,
+        run_training,
+    )
 
     settings = get_settings()
-    store = open_store(settings.resolved_storage_dir)
+    store = configured_store(settings)
     with unit_of_work() as session:
         job = jobs.get_job_by_id(session, job_id)
         assert job is not None, job_id
@@ -36,7 +44,8 @@ def main(job_id: str, workdir: Path) -> dict[str, Any]:
         train = files.get_file_any_team(session, job.training_file_id)
         valid = files.get_file_any_team(session, job.validation_file_id) if job.validation_file_id else None
         model_name, team_id = job.model, job.team_id
-    reporter = DatabaseReporter(job_id)
+        checkpoints = trainer_checkpoints(session, job_id)
+    reporter = DatabaseReporter(job_id, team_id, store, settings.checkpoints_keep)
     model = load_registry(settings.resolved_model_registry).get(model_name)
     if model is None:
         return _failed(
@@ -45,14 +54,17 @@ def main(job_id: str, workdir: Path) -> dict[str, Any]:
     assert train is not None
     paths = TrainingPaths(
         base_model=Path(model.source),
-        train_file=_fetch(store, train.storage_key, workdir / "train.jsonl"),
-        valid_file=_fetch(store, valid.storage_key, workdir / "valid.jsonl") if valid else None,
+        train_file=fetch(store, train.storage_key, workdir / "train.jsonl"),
+        valid_file=fetch(store, valid.storage_key, workdir / "valid.jsonl") if valid else None,
         output_dir=workdir / "out",
+        resume_from=_resume_point(store, checkpoints[-1], workdir, reporter) if checkpoints else None,
     )
     try:
         result = run_training(spec, paths, reporter, device=settings.device)
     except TrainingCancelled:
         return {"status": "cancelled"}
+    except TrainingPaused as exc:
+        return {"status": "paused", "step": exc.step}
     except TrainingError as exc:
         return _failed(
             exc.code, str(exc), ErrorSide.USER if exc.code != "out_of_memory" else ErrorSide.SYSTEM
@@ -62,7 +74,7 @@ def main(job_id: str, workdir: Path) -> dict[str, Any]:
     published: list[dict[str, Any]] = []
     try:
         # Always stored: the adapter is the final checkpoint even when only `merged` was asked for.
-        adapter = _publish(
+        adapter = publish_dir(
             store, result.adapter_dir, f"artifacts/{team_id}/{job_id}/adapter.tar", "adapter.tar"
         )
         if "adapter" in spec.artifacts:
@@ -71,7 +83,7 @@ def main(job_id: str, workdir: Path) -> dict[str, Any]:
             {**adapter, "kind": ArtifactKind.CHECKPOINT.value, "step": result.steps, "metrics": final}
         )
         if result.merged_dir is not None:
-            merged = _publish(
+            merged = publish_dir(
                 store, result.merged_dir, f"artifacts/{team_id}/{job_id}/merged.tar", "merged.tar"
             )
             published.append({**merged, "kind": ArtifactKind.MERGED.value, "metrics": final})
@@ -82,24 +94,23 @@ def main(job_id: str, workdir: Path) -> dict[str, Any]:
     return {"status": "succeeded", "artifacts": published, "trained_tokens": result.trained_tokens}
 
 
-def _fetch(store: ObjectStore, key: str, dest: Path) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with store.open(key) as src, dest.open("wb") as out:
-        while block := src.read(1 << 20):
-            out.write(block)
+def _resume_point(store: ObjectStore, checkpoint: Artifact, workdir: Path, reporter: DatabaseReporter) -> Path:
+    """Unpack the newest stored checkpoint (an earlier attempt's, or a pause's) to resume training from it."""
+    dest = workdir / "resume" / f"checkpoint-{checkpoint.step}"
+    shutil.rmtree(dest.parent, ignore_errors=True)
+    fetch_dir(store, checkpoint.storage_key, dest)
+    step = checkpoint.step or 0
+    with unit_of_work() as session:
+        # Steps after the checkpoint (a lost worker's last minutes) train again: keep each step once.
+        dropped = metrics.delete_metrics_after(session, checkpoint.job_id, step)
+        jobs.update_job(session, checkpoint.job_id, step=step)
+    if dropped:
+        log.info("dropped %d metrics events after step %d; they will be trained again", dropped, step)
+    reporter.event(
+        f"Resuming from the checkpoint at step {checkpoint.step}",
+        {"step": checkpoint.step, "artifact_id": checkpoint.id},
+    )
     return dest
-
-
-def _publish(store: ObjectStore, directory: Path, key: str, filename: str) -> dict[str, Any]:
-    """Tar a directory (uncompressed: safetensors do not compress) and store it."""
-    archive = directory.with_suffix(".tar")
-    with tarfile.open(archive, "w") as tar:
-        for path in sorted(directory.rglob("*")):
-            if path.is_file():
-                tar.add(path, arcname=str(path.relative_to(directory)))
-    size, digest = archive.stat().st_size, sha256_file(archive)
-    store.put_file(key, archive, move=True)
-    return {"filename": filename, "storage_key": key, "bytes": size, "sha256": digest}
 
 
 def _failed(code: str, message: str, side: ErrorSide, param: str | None = None) -> dict[str, Any]:

@@ -19,10 +19,11 @@ from sqlalchemy import func
 
 from core.enums import ErrorSide, JobStatus
 from core.ids import new_id
+from core.logging import log_context
 from core.settings import get_settings
 from db import doorbell
 from db.models import Artifact
-from db.repositories import artifacts, events, jobs, teams, workers
+from db.repositories import artifacts, events, jobs, teams, webhooks, workers
 from db.session import unit_of_work
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,14 @@ def run_job(job_id: str, worker_id: str) -> None:
         job = jobs.claim_job(session, job_id, worker_id)
         if job is None:
             log.info("job %s is not queued any more; skipping duplicate delivery", job_id)
+            workers.release_reservation(session, worker_id, job_id)
             return
         workers.set_current_job(session, worker_id, job_id)
         events.add_event(session, job_id, f"Fine-tuning job started on worker {worker_id}")
     try:
-        outcome = _train_in_child(job_id)
-        finish_job(job_id, outcome)
+        with log_context(job_id=job_id, team_id=job.team_id, request_id=job.request_id, worker_id=worker_id):
+            outcome = _train_in_child(job_id)
+            finish_job(job_id, outcome)
     finally:
         with unit_of_work() as session:
             workers.set_current_job(session, worker_id, None)
@@ -126,19 +129,36 @@ def finish_job(job_id: str, outcome: dict[str, Any]) -> None:
             if done is None:  # cancelled or re-queued meanwhile: this run's result is not the job's
                 return
             for a in outcome["artifacts"]:
-                artifacts.add_artifact(
+                art = artifacts.add_artifact(
                     session, Artifact(id=new_id("art"), job_id=job_id, team_id=job.team_id, **a)
+                )
+                events.add_event(
+                    session,
+                    job_id,
+                    f"Published {art.kind} artifact {art.filename}",
+                    type="artifact",
+                    data={"artifact_id": art.id, "kind": art.kind, "step": art.step, "bytes": art.bytes},
                 )
             events.add_event(session, job_id, f"New fine-tuned model created: {name}")
             events.add_event(session, job_id, "The job has successfully completed")
+            webhooks.record_job_event(session, job.team_id, job_id, JobStatus.SUCCEEDED)  # outbox, same commit
+        elif status == JobStatus.PAUSED:
+            jobs.transition(session, job_id, [JobStatus.RUNNING], JobStatus.PAUSED, pause_requested=False)
+            events.add_event(session, job_id, f"Job paused at step {outcome.get('step')}; resume continues from there")
         elif status == JobStatus.CANCELLED:
-            jobs.transition(session, job_id, [JobStatus.RUNNING], JobStatus.CANCELLED, finished_at=func.now())
+            done = jobs.transition(
+                session, job_id, [JobStatus.RUNNING], JobStatus.CANCELLED, finished_at=func.now()
+            )
             events.add_event(session, job_id, "Job cancelled")
+            if done is not None:
+                webhooks.record_job_event(session, done.team_id, job_id, JobStatus.CANCELLED)
         else:
             error = outcome["error"]
-            jobs.transition(
+            done = jobs.transition(
                 session, job_id, [JobStatus.RUNNING], JobStatus.FAILED, error=error, finished_at=func.now()
             )
+            if done is not None:
+                webhooks.record_job_event(session, done.team_id, job_id, JobStatus.FAILED)
             events.add_event(
                 session, job_id, f"Job failed: {error['message']}", level="error", data={"error": error}
             )

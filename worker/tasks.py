@@ -16,7 +16,8 @@ def run_job(job_id: str) -> None:
 
 
 @worker_ready.connect
-def _start_heartbeat(**_: object) -> None:
+def _start_heartbeat(sender: object, **_: object) -> None:
+    heartbeat.consume_own_queue(sender)  # before registering: the dispatcher sends to it once we are idle
     heartbeat.start()
 
 

@@ -1,16 +1,19 @@
-"""/v1/artifacts/{id}/content: artifact downloads with HTTP Range (resumable)."""
+"""/v1/artifacts/{id}/content: artifact downloads with HTTP Range (resumable), from any store."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse
+import re
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from api import presenters
-from api.deps import CurrentTeam, SessionDep, StoreDep
+from api.deps import CurrentTeam, SessionDep, SettingsDep, StoreDep
 from api.schemas import ArtifactPublic
 from api.services import artifacts as service
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 @router.get("/{artifact_id}", response_model=ArtifactPublic)
@@ -18,15 +21,49 @@ def get_artifact(artifact_id: str, session: SessionDep, team: CurrentTeam) -> Ar
     return presenters.artifact_object(service.get_artifact(session, team, artifact_id))
 
 
-@router.get("/{artifact_id}/content")
+@router.get("/{artifact_id}/content", response_model=None)
 def download_artifact(
-    artifact_id: str, session: SessionDep, store: StoreDep, team: CurrentTeam
-) -> FileResponse:
+    artifact_id: str, request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep, team: CurrentTeam
+) -> Response:
     artifact = service.get_artifact(session, team, artifact_id)
+    headers = {"X-Checksum-Sha256": artifact.sha256}
     path = service.local_file(store, artifact)
-    return FileResponse(
-        path,
-        media_type="application/x-tar",
-        filename=artifact.filename,
-        headers={"X-Checksum-Sha256": artifact.sha256},
+    if path is not None:
+        return FileResponse(path, media_type="application/x-tar", filename=artifact.filename, headers=headers)
+    if settings.s3_presign_downloads and (url := store.presigned_url(artifact.storage_key, artifact.filename)):
+        return RedirectResponse(url, status_code=307, headers=headers)
+    size = artifact.bytes
+    headers |= {"Accept-Ranges": "bytes", "Content-Disposition": f'attachment; filename="{artifact.filename}"'}
+    try:
+        byte_range = _parse_range(request.headers.get("range"), size)
+    except _Unsatisfiable:
+        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
+    start, end = byte_range or (0, size - 1)
+    if byte_range:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1)
+    body = store.iter_range(artifact.storage_key, start, end) if size else iter(())
+    return StreamingResponse(
+        body, status_code=206 if byte_range else 200, media_type="application/x-tar", headers=headers
     )
+
+
+class _Unsatisfiable(ValueError):
+    """The Range starts past the end of the file."""
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One `bytes=a-b`, `a-` or `-n` range; None (whole file) for absent or multi-range headers."""
+    match = _RANGE.match(header.strip()) if header else None
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix: the last n bytes
+        start, end = max(size - int(last), 0), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+    if start >= size or start > end:
+        raise _Unsatisfiable(header)
+    return start, end

@@ -2,42 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from collections.abc import Iterator
+from urllib.parse import quote
 
-from fastapi import APIRouter, Form, UploadFile
+from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from api import presenters
-from api.deps import CurrentTeam, SessionDep, SettingsDep, StoreDep
+from api.deps import CurrentTeam, IdempotencyKeyHeader, SessionDep, SettingsDep, StoreDep
 from api.schemas import DeletedObject, FileObject, ListPage
 from api.services import files as service
+from api.uploads import MultipartUpload
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 CHUNK = 1 << 20
 
 
-@router.post("", response_model=FileObject)
+# The body is parsed by api/uploads.py, not by FastAPI, so its shape is stated here for the OpenAPI schema.
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file", "purpose"],
+                "properties": {
+                    "purpose": {"type": "string", "enum": ["fine-tune"]},
+                    "file": {"type": "string", "format": "binary"},
+                },
+            },
+            "encoding": {"file": {"contentType": "application/octet-stream"}},
+        }
+    },
+}
+
+
+@router.post("", response_model=FileObject, openapi_extra={"requestBody": _UPLOAD_BODY})
 async def upload_file(
+    request: Request,
     session: SessionDep,
     store: StoreDep,
     settings: SettingsDep,
     team: CurrentTeam,
-    file: UploadFile,
-    purpose: Annotated[str, Form()],
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> FileObject:
-    async def chunks() -> AsyncIterator[bytes]:
-        while block := await file.read(CHUNK):
-            yield block
-
+    upload = MultipartUpload(request, max_file_bytes=settings.max_upload_bytes)
     row = await service.upload_file(
-        session,
-        store,
-        settings,
-        team,
-        filename=file.filename or "upload.jsonl",
-        purpose=purpose,
-        chunks=chunks(),
+        session, store, settings, team, upload=upload, idempotency_key=idempotency_key
     )
     session.commit()
     return presenters.file_object(row)
@@ -62,8 +73,14 @@ def delete_file(file_id: str, session: SessionDep, store: StoreDep, team: Curren
     return DeletedObject(id=file_id, object="file")
 
 
-@router.get("/{file_id}/content")
-def file_content(file_id: str, session: SessionDep, store: StoreDep, team: CurrentTeam) -> StreamingResponse:
+class JsonlResponse(StreamingResponse):
+    """A training file's bytes; the class names the media type so the OpenAPI schema documents it."""
+
+    media_type = "application/jsonl"
+
+
+@router.get("/{file_id}/content", response_class=JsonlResponse)
+def file_content(file_id: str, session: SessionDep, store: StoreDep, team: CurrentTeam) -> JsonlResponse:
     row = service.get_file(session, team, file_id)
     handle = store.open(row.storage_key)
 
@@ -72,6 +89,11 @@ def file_content(file_id: str, session: SessionDep, store: StoreDep, team: Curre
             while block := handle.read(CHUNK):
                 yield block
 
-    return StreamingResponse(
-        body(), media_type="application/jsonl", headers={"Content-Length": str(row.bytes)}
-    )
+    headers = {"Content-Length": str(row.bytes), "Content-Disposition": content_disposition(row.filename)}
+    return JsonlResponse(body(), headers=headers)
+
+
+def content_disposition(filename: str) -> str:
+    """An attachment header no file name can break out of: ASCII fallback plus RFC 5987 UTF-8 form."""
+    ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\/;' else "_" for c in filename)
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"

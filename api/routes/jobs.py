@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from api import presenters
-from api.deps import CurrentTeam, SessionDep, SettingsDep
+from api.deps import CurrentTeam, IdempotencyKeyHeader, SessionDep, SettingsDep
 from api.schemas import (
     ArtifactPublic,
     CheckpointPublic,
@@ -22,6 +22,7 @@ from api.schemas import (
     MetricPoint,
     MetricsSeries,
 )
+from api.services import idempotency
 from api.services import jobs as service
 from core.enums import ArtifactKind
 from core.errors import InvalidRequest
@@ -33,8 +34,19 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 
 
 @router.post("", response_model=JobPublic)
-def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, team: CurrentTeam) -> JobPublic:
+def create_job(
+    body: JobCreate,
+    session: SessionDep,
+    settings: SettingsDep,
+    team: CurrentTeam,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobPublic:
+    body_hash = idempotency.fingerprint(body.model_dump(mode="json"))
+    claim = idempotency.claim(session, team, idempotency_key, "jobs", body_hash)
+    if claim is not None and claim.existing_id is not None:
+        return presenters.job_object(service.get_job(session, team, claim.existing_id))
     job = service.create_job(session, settings, team, body)
+    idempotency.complete(session, claim, job.id)
     session.commit()
     doorbell.ring()
     return presenters.job_object(job)
@@ -84,6 +96,21 @@ def cancel_job(job_id: str, session: SessionDep, team: CurrentTeam) -> JobPublic
     return presenters.job_object(job)
 
 
+@router.post("/{job_id}/pause", response_model=JobPublic)
+def pause_job(job_id: str, session: SessionDep, team: CurrentTeam) -> JobPublic:
+    job = service.pause_job(session, team, job_id)
+    session.commit()
+    return presenters.job_object(job)
+
+
+@router.post("/{job_id}/resume", response_model=JobPublic)
+def resume_job(job_id: str, session: SessionDep, team: CurrentTeam) -> JobPublic:
+    job = service.resume_job(session, team, job_id)
+    session.commit()
+    doorbell.ring()  # after the commit: the dispatcher finds it queued
+    return presenters.job_object(job)
+
+
 @router.get("/{job_id}/events", response_model=ListPage[EventPublic])
 def list_events(
     job_id: str, session: SessionDep, team: CurrentTeam, after: str | None = None, limit: Limit = 20
@@ -104,7 +131,11 @@ def _event_seq(event_id: str | None) -> int | None:
         raise InvalidRequest(f"after: not an event id: {event_id!r}", param="after") from exc
 
 
-@router.get("/{job_id}/metrics", response_model=MetricsSeries)
+@router.get(
+    "/{job_id}/metrics",
+    response_model=MetricsSeries,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},  # ?format=csv
+)
 def job_metrics(
     job_id: str, session: SessionDep, team: CurrentTeam, format: Literal["json", "csv"] = "json"
 ) -> MetricsSeries | Response:

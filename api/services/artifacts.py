@@ -19,9 +19,11 @@ def get_artifact(session: Session, team: Team, artifact_id: str) -> Artifact:
     return artifact
 
 
-def local_file(store: ObjectStore, artifact: Artifact) -> Path:
-    """The artifact's file on disk; a row whose bytes are gone is a storage error, not a 404."""
+def local_file(store: ObjectStore, artifact: Artifact) -> Path | None:
+    """The artifact's file on disk (None for remote stores); a row whose bytes are gone is a storage error."""
     path = store.local_path(artifact.storage_key)
-    if path is None or not path.is_file():
+    if path is not None and not path.is_file():
+        raise StorageError(f"artifact {artifact.id} is missing from the store")
+    if path is None and not store.exists(artifact.storage_key):
         raise StorageError(f"artifact {artifact.id} is missing from the store")
     return path

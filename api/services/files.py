@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from api.services import idempotency, quotas
+from api.uploads import MultipartUpload
 from core.datasets import JsonlValidator
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.ids import new_id
@@ -26,13 +27,12 @@ async def upload_file(
     settings: Settings,
     team: Team,
     *,
-    filename: str,
-    purpose: str,
-    chunks: AsyncIterator[bytes],
+    upload: MultipartUpload,
+    idempotency_key: str | None = None,
 ) -> DatasetFile:
     """Validate the upload while copying it to a temp file, then move it into the store in one step."""
-    if purpose not in PURPOSES:
-        raise InvalidRequest(f"purpose must be one of {sorted(PURPOSES)}, got {purpose!r}", param="purpose")
+    if "purpose" in upload.fields:  # sent before the file, as the SDKs do: refuse before reading it
+        _check_purpose(upload.fields["purpose"])
     validator = JsonlValidator(
         max_bytes=settings.max_upload_bytes, max_line_bytes=settings.max_upload_line_bytes
     )
@@ -40,10 +40,21 @@ async def upload_file(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            async for chunk in chunks:
+            async for chunk in upload.file_chunks():
                 validator.feed(chunk)
                 out.write(chunk)
+        purpose = upload.fields.get("purpose")
+        if purpose is None:
+            raise InvalidRequest("purpose is required", param="purpose")
+        _check_purpose(purpose)
         report = validator.finish()
+        filename = _safe_name(upload.filename or "")
+        # The same bytes under the same name and purpose are the same request, however they were split.
+        body_hash = idempotency.fingerprint([report.sha256, purpose, filename])
+        claim = idempotency.claim(session, team, idempotency_key, "files", body_hash)
+        if claim is not None and claim.existing_id is not None:
+            return get_file(session, team, claim.existing_id)
+        quotas.check_storage(session, team, report.bytes)
         file_id = new_id("file")
         key = f"files/{team.id}/{file_id}.jsonl"
         store.put_file(key, tmp, move=True)
@@ -52,7 +63,7 @@ async def upload_file(
     row = DatasetFile(
         id=file_id,
         team_id=team.id,
-        filename=_safe_name(filename),
+        filename=filename,
         purpose=purpose,
         bytes=report.bytes,
         sha256=report.sha256,
@@ -60,13 +71,20 @@ async def upload_file(
         line_count=report.lines,
         storage_key=key,
     )
+    idempotency.complete(session, claim, file_id)
     return repo.add_file(session, row)
 
 
+def _check_purpose(purpose: str) -> None:
+    if purpose not in PURPOSES:
+        raise InvalidRequest(f"purpose must be one of {sorted(PURPOSES)}, got {purpose!r}", param="purpose")
+
+
 def _safe_name(filename: str) -> str:
-    # Clients may send paths; keep only the last component for display.
-    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
-    return name[:255] or "upload.jsonl"
+    # Clients may send paths; keep only the last component, without control characters, for display.
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable()).strip()
+    return name[:255] if name not in ("", ".", "..") else "upload.jsonl"
 
 
 def get_file(session: Session, team: Team, file_id: str, param: str = "file_id") -> DatasetFile:

@@ -82,14 +82,28 @@ class TrainingSpec(_Strict):
     warmup_ratio: float = Field(default=0.03, ge=0, le=0.5)
     weight_decay: float = Field(default=0.0, ge=0, le=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1, le=1024)
-    gradient_checkpointing: bool | None = Field(default=None, description="None: on for quantized bases.")
-    packing: bool = Field(default=False, description="Pack short examples into full-length rows.")
+    gradient_checkpointing: bool | None = Field(
+        default=None, description="None: chosen from the GPU's free memory (see worker/training/autosize.py)."
+    )
+    packing: bool | None = Field(
+        default=None, description="Pack examples into full-length rows; None: when padding would waste >5%."
+    )
+    memory_mode: Literal["auto", "min"] = Field(
+        default="auto",
+        description='"auto": the fastest batch plan that fits the GPU; "min": smallest footprint (micro-batch 1, '
+        "gradient checkpointing, paged 8-bit AdamW) for small GPUs.",
+    )
     max_steps: int | None = Field(
         default=None, ge=1, le=10_000_000, description="Stop after this many steps."
     )
     logging_steps: int = Field(default=1, ge=1, le=100_000)
     eval_every_steps: int | None = Field(default=None, ge=1, description="Default: once per epoch.")
     save_every_steps: int | None = Field(default=None, ge=1, description="Adapter checkpoint cadence.")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        max_length=3,
+        description="Experiment trackers for TRL to log to, each used only if its package is on the worker.",
+    )
 
 
 ArtifactName = Literal["adapter", "merged"]

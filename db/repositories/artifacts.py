@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from db.models import Artifact
@@ -23,3 +23,7 @@ def list_artifacts(session: Session, job_id: str, kind: str | None = None) -> li
 
 def get_artifact(session: Session, team_id: str, artifact_id: str) -> Artifact | None:
     return session.scalar(select(Artifact).where(Artifact.id == artifact_id, Artifact.team_id == team_id))
+
+
+def delete_artifact(session: Session, artifact_id: str) -> None:
+    session.execute(delete(Artifact).where(Artifact.id == artifact_id))

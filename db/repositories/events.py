@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from db.models import JobEvent
+from db import eventbus
+from db.models import JobEvent, TrainingJob
 
 
 def add_event(
@@ -19,10 +20,24 @@ def add_event(
     type: str = "message",
     data: dict[str, Any] | None = None,
 ) -> JobEvent:
+    # Lock the job row first: one job's events then commit in seq order, so a reader that has seen seq N
+    # never misses a smaller seq committed later (SSE resumes from Last-Event-ID rely on this).
+    session.execute(select(TrainingJob.id).where(TrainingJob.id == job_id).with_for_update(key_share=True))
     event = JobEvent(job_id=job_id, message=message, level=level, type=type, data=data)
     session.add(event)
     session.flush()
+    eventbus.note_event(session, job_id, event.seq)
     return event
+
+
+def add_status_event(session: Session, job_id: str, status: str) -> JobEvent:
+    """A `status` event: what the SSE stream and `tunepool jobs follow` see when the job changes status."""
+    return add_event(session, job_id, f"Job {status.replace('_', ' ')}", type="status", data={"status": status})
+
+
+def last_seq(session: Session, job_id: str) -> int:
+    """The newest event's seq of a job (0 when it has none)."""
+    return int(session.scalar(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job_id)) or 0)
 
 
 def list_events(

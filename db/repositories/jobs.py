@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from core.enums import JobStatus
 from db.models import TrainingJob
+from db.repositories import events
 
 
 def add_job(session: Session, job: TrainingJob) -> TrainingJob:
@@ -94,7 +95,10 @@ def transition(
         .returning(TrainingJob)
         .execution_options(synchronize_session=False)
     )
-    return session.scalar(stmt)
+    job = session.scalar(stmt)
+    if job is not None:  # every status change is an event, so watchers of the stream see it
+        events.add_status_event(session, job_id, to.value)
+    return job
 
 
 def update_job(session: Session, job_id: str, **values: Any) -> None:
@@ -111,6 +115,9 @@ def claim_job(session: Session, job_id: str, worker_id: str) -> TrainingJob | No
         worker_id=worker_id,
         started_at=func.now(),
         attempts=TrainingJob.attempts + 1,
+        # Cleared so that a job put back in the queue later (resume, lost worker) is placed again at once.
+        dispatched_at=None,
+        dispatched_to=None,
     )
 
 
@@ -118,8 +125,88 @@ def is_cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job_id)))
 
 
+def stop_request(session: Session, job_id: str) -> str | None:
+    """What the user asked a running job to do: "cancel" (wins), "pause", or None."""
+    row = session.execute(
+        select(TrainingJob.cancel_requested, TrainingJob.pause_requested).where(TrainingJob.id == job_id)
+    ).one_or_none()
+    if row is None or row.cancel_requested:
+        return "cancel"
+    return "pause" if row.pause_requested else None
+
+
 def succeeded_jobs(session: Session, team_id: str) -> list[TrainingJob]:
     stmt = select(TrainingJob).where(
         TrainingJob.team_id == team_id, TrainingJob.status == JobStatus.SUCCEEDED
     )
     return list(session.scalars(stmt.order_by(TrainingJob.finished_at.desc())))
+
+
+def lock_candidates(session: Session, per_team: int) -> list[TrainingJob]:
+    """Each team's best `per_team` queued, unsent jobs (priority, then age), locked with SKIP LOCKED."""
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=TrainingJob.team_id,
+            order_by=(TrainingJob.priority.desc(), TrainingJob.created_at, TrainingJob.id),
+        )
+        .label("rank")
+    )
+    ranked = (
+        select(TrainingJob.id, rank)
+        .where(TrainingJob.status == JobStatus.QUEUED, TrainingJob.dispatched_at.is_(None))
+        .subquery()
+    )
+    top = select(ranked.c.id).where(ranked.c.rank <= per_team)
+    # Re-checked under the lock: a job another dispatcher just sent no longer matches and is skipped.
+    stmt = select(TrainingJob).where(
+        TrainingJob.id.in_(top), TrainingJob.status == JobStatus.QUEUED, TrainingJob.dispatched_at.is_(None)
+    )
+    return list(session.scalars(_locked(stmt)))
+
+
+def mark_dispatched(session: Session, job_id: str, worker_id: str) -> None:
+    update_job(session, job_id, dispatched_at=func.now(), dispatched_to=worker_id)
+
+
+def requeue_unclaimed(session: Session, cutoff: datetime) -> list[str]:
+    """Queued jobs sent before `cutoff` and never claimed go back to placement: their message may be lost."""
+    stale = jobs_dispatched_before(session, cutoff)
+    for job in stale:
+        update_job(session, job.id, dispatched_at=None, dispatched_to=None)
+    return [j.id for j in stale]
+
+
+def count_by_team_status(session: Session, statuses: Iterable[JobStatus]) -> dict[tuple[str, str], int]:
+    """(team, status) → number of jobs, for the given statuses."""
+    stmt = (
+        select(TrainingJob.team_id, TrainingJob.status, func.count())
+        .where(TrainingJob.status.in_([s.value for s in statuses]))
+        .group_by(TrainingJob.team_id, TrainingJob.status)
+    )
+    return {(t, s): int(n) for t, s, n in session.execute(stmt)}
+
+
+def count_team_jobs(session: Session, team_id: str, statuses: Iterable[JobStatus]) -> int:
+    stmt = select(func.count()).where(
+        TrainingJob.team_id == team_id, TrainingJob.status.in_([s.value for s in statuses])
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def jobs_by_ids(session: Session, job_ids: Iterable[str]) -> dict[str, TrainingJob]:
+    ids = list(job_ids)
+    if not ids:
+        return {}
+    return {j.id: j for j in session.scalars(select(TrainingJob).where(TrainingJob.id.in_(ids)))}
+
+
+def waiting_jobs(session: Session, team_id: str | None = None, limit: int = 200) -> list[tuple[str, str]]:
+    """(team, job id) of jobs waiting for a worker, in the order a team's jobs are placed."""
+    stmt = select(TrainingJob.team_id, TrainingJob.id).where(
+        TrainingJob.status.in_([JobStatus.VALIDATING_FILES.value, JobStatus.QUEUED.value])
+    )
+    if team_id is not None:
+        stmt = stmt.where(TrainingJob.team_id == team_id)
+    stmt = stmt.order_by(TrainingJob.priority.desc(), TrainingJob.created_at, TrainingJob.id).limit(limit)
+    return [(t, j) for t, j in session.execute(stmt)]

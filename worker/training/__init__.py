@@ -5,8 +5,17 @@ from worker.training.recipe import (
     TrainingCancelled,
     TrainingError,
     TrainingPaths,
+    TrainingPaused,
     TrainingResult,
     run_training,
 )
 
-__all__ = ["Reporter", "TrainingCancelled", "TrainingError", "TrainingPaths", "TrainingResult", "run_training"]
+__all__ = [
+    "Reporter",
+    "TrainingCancelled",
+    "TrainingError",
+    "TrainingPaths",
+    "TrainingPaused",
+    "TrainingResult",
+    "run_training",
+]

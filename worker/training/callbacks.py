@@ -1,9 +1,10 @@
-"""Trainer logs → StepMetrics for the reporter; cooperative stop; divergence detection."""
+"""Trainer logs → StepMetrics for the reporter; checkpoints; cooperative cancel and pause; divergence detection."""
 
 from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
@@ -14,39 +15,56 @@ if TYPE_CHECKING:
     from worker.training.recipe import Reporter
 
 
-class ReporterCallback(TrainerCallback):  # type: ignore[misc]
+class ReporterCallback(TrainerCallback):
     """Emits one StepMetrics per logged step (with valid_loss on eval steps) and polls the reporter's stop flag."""
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
         self.cancelled = False
+        self.paused = False  # stopped after saving a checkpoint to resume from
         self.diverged_at: int | None = None
         self.last: StepMetrics | None = None  # the latest metrics emitted
         self.tokens = 0  # non-padding tokens trained on so far (TRL's running `num_tokens`)
         self._pending: StepMetrics | None = None  # train metrics held back until the same step's eval
         self._window_start = time.monotonic()
         self._window_tokens = 0
+        self._token_offset = 0  # tokens trained before a resumed checkpoint (TRL restarts its count at 0)
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         self._window_start = time.monotonic()
-        self.reporter.event(f"Training started: {state.max_steps} steps", {"total_steps": state.max_steps})
-        self._poll(control)
+        if state.global_step > 0:  # resumed: the checkpoint's trainer state holds the earlier logs
+            logged = [int(h["num_tokens"]) for h in state.log_history if "num_tokens" in h]
+            self._token_offset = self.tokens = self._window_tokens = logged[-1] if logged else 0
+            self.reporter.event(
+                f"Training resumed at step {state.global_step} of {state.max_steps}",
+                {"step": state.global_step, "total_steps": state.max_steps},
+            )
+        else:
+            self.reporter.event(f"Training started: {state.max_steps} steps", {"total_steps": state.max_steps})
+        self._poll(control, state)
 
-    def on_step_end(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
-    ) -> None:
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         # Log on every eval step and on the last step, so valid_loss always meets the same step's
         # train_loss and the final metrics describe the end of training.
         if control.should_evaluate or state.global_step >= state.max_steps:
             control.should_log = True
-        self._poll(control)
+        self._poll(control, state)
+        if self.paused:
+            control.should_save = True  # the checkpoint the job resumes from
+        elif state.global_step >= state.max_steps:
+            control.should_save = False  # the recipe saves the finished adapter itself
+
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        metrics = self.last if self.last is not None and self.last.step == state.global_step else None
+        self.reporter.checkpoint(state.global_step, path, metrics)
 
     def on_epoch_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if self.cancelled or self.diverged_at is not None:
+        if self.cancelled or self.paused or self.diverged_at is not None:
             control.should_evaluate = False  # stopping: an epoch-end evaluation would only delay it
         # The Trainer skips this log when the step was already logged, so forcing it never double-logs.
         if control.should_evaluate:
@@ -97,7 +115,7 @@ class ReporterCallback(TrainerCallback):  # type: ignore[misc]
     def _train_metrics(self, state: TrainerState, logs: dict[str, float]) -> StepMetrics:
         """StepMetrics from a training log, with tokens/s over the window since the previous log."""
         now = time.monotonic()
-        tokens = int(logs.get("num_tokens", self.tokens))
+        tokens = self._token_offset + int(logs["num_tokens"]) if "num_tokens" in logs else self.tokens
         elapsed = now - self._window_start
         tokens_per_s = (tokens - self._window_tokens) / elapsed if elapsed > 0 else None
         self._window_start, self._window_tokens, self.tokens = now, tokens, tokens
@@ -117,10 +135,15 @@ class ReporterCallback(TrainerCallback):  # type: ignore[misc]
         self.last = metrics
         self.reporter.metrics(metrics)
 
-    def _poll(self, control: TrainerControl) -> None:
-        if not self.cancelled and self.reporter.should_stop():
-            self.cancelled = True
-        if self.cancelled:
+    def _poll(self, control: TrainerControl, state: TrainerState) -> None:
+        if not (self.cancelled or self.paused):
+            request = self.reporter.should_stop()
+            if request == "pause":
+                # Pausing at the last step would only delay the finish: let it complete instead.
+                self.paused = state.global_step < state.max_steps or state.max_steps <= 0
+            elif request:
+                self.cancelled = True
+        if self.cancelled or self.paused:
             control.should_training_stop = True
 
 

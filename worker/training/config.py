@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -18,10 +19,11 @@ from worker.training.errors import TrainingError
 log = logging.getLogger(__name__)
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DEFAULT_SAVE_FRACTION = 0.1  # checkpoint every 10% of the steps when the spec sets no cadence
 
 
 def resolve_device(device: str) -> str:
-    """"auto" → the current CUDA device when a GPU is visible, else "cpu"; "cuda[:N]" must be available."""
+    """ "auto" → the current CUDA device when a GPU is visible, else "cpu"; "cuda[:N]" must be available."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
@@ -117,7 +119,7 @@ def optimizer_name(device: str, quantized: bool) -> str:
 
 
 def sft_config(spec: JobSpec, *, output_dir: Path, device: str, quantized: bool, has_eval: bool) -> SFTConfig:
-    """TRL's training arguments for this spec; nothing is saved to output_dir while save_strategy is "no"."""
+    """TRL's training arguments for this spec; checkpoints go to output_dir/checkpoint-<step>/."""
     t = spec.training
     if not has_eval:
         eval_strategy, eval_steps = "no", None
@@ -151,8 +153,13 @@ def sft_config(spec: JobSpec, *, output_dir: Path, device: str, quantized: bool,
         logging_nan_inf_filter=False,
         eval_strategy=eval_strategy,
         eval_steps=eval_steps,
-        save_strategy="no",
-        report_to="none",
+        # Full checkpoints (adapter, optimizer, scheduler, RNG, trainer state) so a job can resume; a float
+        # below 1 is a fraction of the total steps (default: every 10%). The recipe skips the final step's,
+        # since the finished adapter supersedes it.
+        save_strategy="steps",
+        save_steps=t.save_every_steps if t.save_every_steps is not None else DEFAULT_SAVE_FRACTION,
+        save_total_limit=2,  # on the worker's disk; the reporter has copied each one to the store
+        report_to=[r for r in t.report_to if importlib.util.find_spec(r) is not None] or "none",
         disable_tqdm=True,
         bf16=supports_bf16(device),
         fp16=False,

@@ -32,6 +32,14 @@ class TrainingCancelled(Exception):
         self.step = step
 
 
+class TrainingPaused(Exception):
+    """The reporter asked training to pause; a checkpoint of `step` was saved (and reported) to resume from."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"Training paused at step {step}.")
+        self.step = step
+
+
 class TrainingError(Exception):
     """Training failed; `code` is stable (e.g. "out_of_memory") and `message` is meant for the user."""
 

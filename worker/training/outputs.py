@@ -42,7 +42,7 @@ def save_adapter(
     with _staged(adapter_dir) as tmp:
         # PEFT saves while base_model_name_or_path is still the local path: given a bare name it would
         # look the name up on the Hub to check the vocabulary.
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(str(tmp), safe_serialization=True)
         _rename_base_model(tmp / "adapter_config.json", base_model_name)
         tokenizer.save_pretrained(tmp)
         write_manifest(tmp, manifest)

@@ -16,12 +16,26 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from core.schemas.metrics import StepMetrics
 from core.schemas.spec import JobSpec
-from worker.training.errors import TrainingCancelled, TrainingError, is_out_of_memory, out_of_memory
+from worker.training.errors import (
+    TrainingCancelled,
+    TrainingError,
+    TrainingPaused,
+    is_out_of_memory,
+    out_of_memory,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["Reporter", "TrainingCancelled", "TrainingError", "TrainingPaths", "TrainingResult", "run_training"]
+__all__ = [
+    "Reporter",
+    "TrainingCancelled",
+    "TrainingError",
+    "TrainingPaths",
+    "TrainingPaused",
+    "TrainingResult",
+    "run_training",
+]
 
 
 @dataclass
@@ -32,6 +46,7 @@ class TrainingPaths:
     train_file: Path  # JSONL already validated at upload (all lines same format)
     valid_file: Path | None
     output_dir: Path  # the recipe writes output_dir/adapter/ and (if asked) output_dir/merged/
+    resume_from: Path | None = None  # a checkpoint-<step>/ dir: step, optimizer, scheduler, RNG and data continue
 
 
 class Reporter(Protocol):
@@ -43,8 +58,12 @@ class Reporter(Protocol):
     def event(self, message: str, data: dict[str, Any] | None = None) -> None:
         """A human-readable milestone."""
 
-    def should_stop(self) -> bool:
-        """Polled each step; True stops training cleanly and raises TrainingCancelled."""
+    def checkpoint(self, step: int, path: Path, metrics: StepMetrics | None) -> None:
+        """A full checkpoint dir was saved (adapter, optimizer, scheduler, RNG); copy it before it is rotated."""
+
+    def should_stop(self) -> bool | str | None:
+        """Polled each step: "pause" saves a checkpoint and raises TrainingPaused; any other truthy value
+        (True, "cancel") stops and raises TrainingCancelled."""
 
 
 @dataclass
@@ -56,13 +75,16 @@ class TrainingResult:
     steps: int
     trained_tokens: int  # non-padding tokens of the training batches, all epochs
     final_metrics: StepMetrics | None
+    batching: dict[str, Any] | None = None  # the batch plan and kernels chosen (worker/training/throughput.py)
 
 
 def run_training(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str = "auto") -> TrainingResult:
-    """Fine-tune `paths.base_model` on `paths.train_file` per `spec`; raises TrainingError or TrainingCancelled."""
+    """Fine-tune `paths.base_model` on `paths.train_file` per `spec`.
+
+    Raises TrainingError, TrainingCancelled or TrainingPaused."""
     try:
         return _run(spec, paths, reporter, device)
-    except (TrainingError, TrainingCancelled):
+    except (TrainingError, TrainingCancelled, TrainingPaused):
         raise
     except Exception as exc:
         if is_out_of_memory(exc):
@@ -77,9 +99,8 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    from worker.training import config
+    from worker.training import config, throughput
     from worker.training.callbacks import ReporterCallback
-    from worker.training.data import load_dataset
     from worker.training.outputs import library_versions, merge_adapter, save_adapter
 
     device = config.resolve_device(device)
@@ -87,8 +108,8 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
     tokenizer = _load_tokenizer(paths.base_model)
 
     max_len = spec.training.max_seq_length
-    train = load_dataset(paths.train_file, tokenizer, max_len)
-    valid = load_dataset(paths.valid_file, tokenizer, max_len) if paths.valid_file else None
+    prepared = throughput.load_data(paths, tokenizer, max_len, reporter)  # cached by content hash
+    train, valid = prepared.train, prepared.valid
     reporter.event(
         f"Loaded {len(train.dataset)} training examples ({train.format.value})"
         + (f" and {len(valid.dataset)} validation examples" if valid else ""),
@@ -117,6 +138,17 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
     args = config.sft_config(
         spec, output_dir=paths.output_dir / "trainer", device=device, quantized=quantized, has_eval=valid is not None
     )
+    # Packing, micro-batch/accumulation/checkpointing from free memory, kernels: see worker/training/throughput.py.
+    args, tuning = throughput.tune(
+        spec,
+        model,
+        prepared,
+        args,
+        device=device,
+        default_optimizer=str(args.optim.value),
+        reporter=reporter,
+        resume_from=paths.resume_from,
+    )
     callback = ReporterCallback(reporter)
     try:
         trainer = SFTTrainer(
@@ -133,6 +165,7 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
             raise TrainingError("invalid_target_modules", f"{exc} Use 'attention' or 'all-linear'.") from exc
         raise
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; the reporter has them
+    throughput.install_backoff(trainer, reporter, tuning)  # an OOM step is retried with a halved micro-batch
     if quantized and config.compute_dtype(spec, device) == torch.float32:
         _adapter_to_float32(trainer.model)
     trainable, total = trainer.model.get_nb_trainable_parameters()
@@ -142,8 +175,11 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
     )
 
     with _stage("training"):
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(paths.resume_from) if paths.resume_from else None)
     steps = trainer.state.global_step
+    if callback.paused:
+        reporter.event(f"Training paused at step {steps}")
+        raise TrainingPaused(steps)
     if callback.cancelled:
         reporter.event(f"Training cancelled at step {steps}")
         raise TrainingCancelled(steps)
@@ -162,6 +198,9 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
         "dataset_format": train.format.value,
         "quantization": mode,
         "device": device,
+        "optimizer": str(getattr(args.optim, "value", args.optim)),
+        "bf16": bool(args.bf16),
+        "batching": tuning.as_dict(),
         "steps": steps,
         "trained_tokens": callback.tokens,
         "final_metrics": callback.last.model_dump(mode="json") if callback.last else None,
@@ -179,7 +218,7 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
         with _stage("merging the adapter"):
             merged_dir = merge_adapter(paths.base_model, adapter_dir, paths.output_dir / "merged", device)
         reporter.event("Saved merged model")
-    return TrainingResult(adapter_dir, merged_dir, steps, callback.tokens, callback.last)
+    return TrainingResult(adapter_dir, merged_dir, steps, callback.tokens, callback.last, tuning.as_dict())
 
 
 def _check_inputs(paths: TrainingPaths) -> None:
@@ -208,9 +247,15 @@ def _load_model(base_model: Path, quantization: Any, dtype: Any, device: str) ->
     """The base model on `device`, 4-bit when `quantization` is set."""
     from transformers import AutoModelForCausalLM
 
+    from worker.training.kernels import attention_implementation
+
     try:
         return AutoModelForCausalLM.from_pretrained(
-            base_model, quantization_config=quantization, dtype=dtype, device_map={"": device}
+            base_model,
+            quantization_config=quantization,
+            dtype=dtype,
+            device_map={"": device},
+            attn_implementation=attention_implementation(device),
         )
     except (OSError, ValueError, KeyError) as exc:
         raise TrainingError("invalid_model", f"Cannot load base model {base_model.name}: {exc}") from exc

@@ -22,6 +22,7 @@ class RecordingReporter:
     def __init__(self, stop_after_polls: int | None = None) -> None:
         self.steps: list[StepMetrics] = []
         self.events: list[tuple[str, dict[str, Any] | None]] = []
+        self.checkpoints: list[tuple[int, Path]] = []
         self.polls = 0
         self.stop_after_polls = stop_after_polls
 
@@ -30,6 +31,9 @@ class RecordingReporter:
 
     def event(self, message: str, data: dict[str, Any] | None = None) -> None:
         self.events.append((message, data))
+
+    def checkpoint(self, step: int, path: Path, metrics: StepMetrics | None) -> None:
+        self.checkpoints.append((step, path))
 
     def should_stop(self) -> bool:
         self.polls += 1

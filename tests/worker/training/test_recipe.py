@@ -176,14 +176,17 @@ def test_packing_and_eval_every_steps(tiny_model: Path, tmp_path: Path, make_spe
         make_spec(epochs=1, training=training), TrainingPaths(tiny_model, train, valid, tmp_path / "out"), reporter
     )
 
-    # Two 44-token examples fit in each 128-token row: 16 examples → 8 rows → 2 batches of 4.
-    assert result.steps == 2
+    # Two 44-token examples fit in each 128-token row; batch_size counts examples (4 ≈ 2 packed rows a step),
+    # so 16 examples → 8 rows → 4 steps.
+    assert result.steps == 4
     # Every step is evaluated, so every step is logged too, despite logging_steps=2.
     assert [m.step for m in reporter.steps] == list(range(1, result.steps + 1))
     assert all(m.valid_loss is not None and m.train_loss is not None for m in reporter.steps)
 
 
-def test_should_stop_cancels_promptly(tiny_model: Path, chat_file: Path, tmp_path: Path, make_spec: SpecFactory) -> None:
+def test_should_stop_cancels_promptly(
+    tiny_model: Path, chat_file: Path, tmp_path: Path, make_spec: SpecFactory
+) -> None:
     reporter = RecordingReporter(stop_after_polls=2)
     started = time.monotonic()
 

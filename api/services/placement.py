@@ -1,0 +1,80 @@
+"""Placement at submission: estimate the job's GPU memory and refuse a job no worker could ever hold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from api.schemas import ResourceSpec
+from core.errors import InvalidRequest
+from core.placement import (
+    GB,
+    Slot,
+    configured_slots,
+    estimate_memory_bytes,
+    fits,
+    read_model_shape,
+    requirement_of,
+)
+from core.registry import load_registry
+from core.schemas.spec import JobSpec
+from core.settings import Settings
+from db.repositories import workers
+
+
+def estimate_job_memory(settings: Settings, model: str, spec: JobSpec) -> int | None:
+    """Peak GPU memory of the job in bytes, or None when the model's size is unknown."""
+    entry = load_registry(settings.resolved_model_registry).get(model)
+    if entry is None:
+        return None
+    shape = read_model_shape(Path(entry.path) if entry.path else Path("/nonexistent"), entry.parameters)
+    if shape is None:
+        return None
+    quantized = spec.quantization.mode != "none"
+    checkpointing = spec.training.gradient_checkpointing
+    return estimate_memory_bytes(
+        shape,
+        quantized=quantized,
+        lora_r=spec.lora.r,
+        all_linear=spec.lora.target_modules == "all-linear",
+        batch_size=spec.hyperparameters.batch_size,
+        seq_len=spec.training.max_seq_length,
+        gradient_checkpointing=quantized if checkpointing is None else checkpointing,
+    )
+
+
+def pool_slots(session: Session, settings: Settings) -> list[Slot]:
+    """Every registered worker plus the GPUs the deployment says it has."""
+    registered = [Slot(w.id, w.device, w.gpu_name, w.gpu_memory_total) for w in workers.all_workers(session)]
+    return registered + configured_slots(settings.pool_gpus)
+
+
+def check_fits_pool(session: Session, settings: Settings, resources: ResourceSpec | None, estimate: int | None) -> None:
+    """Refuse a job that fits no worker; with no worker known yet, the job waits for one."""
+    stated = resources.model_dump(exclude_none=True) if resources else None
+    req = requirement_of(stated, estimate)
+    slots = pool_slots(session, settings)
+    if not slots or any(fits(s, req) for s in slots):
+        return
+    gpus = [s for s in slots if s.is_gpu]
+    largest = max(gpus, key=lambda s: s.memory_total or 0) if gpus else None
+    need = f"{req.memory_bytes / GB:.1f} GB" if req.memory_bytes else "a GPU"
+    basis = (
+        "as stated in resources"
+        if req.explicit
+        else "estimated from model size, quantization, lora.r, batch_size and max_seq_length"
+    )
+    if req.gpu_type:
+        need += f" on a {req.gpu_type!r} GPU"
+    have = (
+        f"the largest GPU in the pool is {largest.gpu_name} with {(largest.memory_total or 0) / GB:.1f} GB"
+        if largest
+        else "the pool has only CPU workers, which take jobs without stated resources"
+    )
+    raise InvalidRequest(
+        f"no worker in the pool can fit this job: it needs {need} ({basis}); {have}. "
+        "Lower batch_size or max_seq_length, use quantization nf4, or change resources.",
+        param="resources",
+        code="no_fitting_worker",
+    )

@@ -1,0 +1,80 @@
+"""The pool as a team sees it: workers, their GPUs and jobs, and queue depth per team."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy.orm import Session
+
+from api.schemas import PoolJob, PoolPublic, PoolTeamQueue, PoolWorker
+from core.enums import JobStatus
+from core.settings import Settings
+from db.models import Team, TrainingJob, Worker
+from db.repositories import jobs, teams, workers
+
+GB = 1e9
+
+
+def pool_view(session: Session, settings: Settings, team: Team) -> PoolPublic:
+    """Job ids appear only for the caller's own team's jobs; an admin sees them all."""
+    lost_before = datetime.now(UTC) - timedelta(seconds=settings.worker_lost_seconds)
+    rows = workers.all_workers(session)
+    busy_ids = {w.current_job_id or w.reserved_job_id for w in rows} - {None}
+    job_rows = jobs.jobs_by_ids(session, [i for i in busy_ids if i])
+    out = [_worker(w, job_rows, team, lost_before) for w in rows]
+    counts = jobs.count_by_team_status(session, [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING])
+    waiting: dict[str, list[str]] = {}
+    for team_id, job_id in jobs.waiting_jobs(session, None if team.is_admin else team.id):
+        waiting.setdefault(team_id, []).append(job_id)
+    names = {t.id: t.name for t in teams.list_teams(session)}
+    queues = []
+    for team_id in sorted({t for t, _ in counts}, key=lambda t: names.get(t, t)):
+        visible = team.is_admin or team_id == team.id
+        queues.append(
+            PoolTeamQueue(
+                team_id=team_id,
+                team_name=names.get(team_id, team_id),
+                queued=counts.get((team_id, JobStatus.VALIDATING_FILES.value), 0)
+                + counts.get((team_id, JobStatus.QUEUED.value), 0),
+                running=counts.get((team_id, JobStatus.RUNNING.value), 0),
+                job_ids=waiting.get(team_id, []) if visible else None,
+            )
+        )
+    return PoolPublic(
+        workers=out,
+        queues=queues,
+        idle_workers=sum(1 for w in out if w.state == "idle"),
+        busy_workers=sum(1 for w in out if w.state in ("busy", "starting")),
+        lost_workers=sum(1 for w in out if w.state == "lost"),
+    )
+
+
+def _worker(w: Worker, job_rows: dict[str, TrainingJob], team: Team, lost_before: datetime) -> PoolWorker:
+    job_id = w.current_job_id or w.reserved_job_id
+    job = job_rows.get(job_id) if job_id else None
+    pool_job = None
+    if job is not None:
+        own = team.is_admin or job.team_id == team.id
+        pool_job = PoolJob(id=job.id if own else None, own=job.team_id == team.id, status=job.status if own else None)
+    state: Literal["idle", "starting", "busy", "lost"]
+    if w.last_heartbeat < lost_before:
+        state = "lost"
+    elif w.current_job_id:
+        state = "busy"
+    elif w.reserved_job_id:
+        state = "starting"
+    else:
+        state = "idle"
+    return PoolWorker(
+        id=w.id,
+        hostname=w.hostname,
+        device=w.device,
+        gpu_name=w.gpu_name,
+        gpu_memory_total_gb=round(w.gpu_memory_total / GB, 2) if w.gpu_memory_total else None,
+        gpu_memory_free_gb=round(w.gpu_memory_free / GB, 2) if w.gpu_memory_free else None,
+        state=state,
+        job=pool_job,
+        last_heartbeat=int(w.last_heartbeat.timestamp()),
+        started_at=int(w.started_at.timestamp()),
+    )

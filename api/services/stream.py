@@ -1,0 +1,251 @@
+"""Live job events for SSE watchers: one Redis subscription per API process, fanned out per job.
+
+Postgres is the record: a Redis message only wakes the job's feed, which reads the new events from Postgres
+once (not once per watcher) into a small shared buffer. A watcher replays from Postgres on connect, then reads
+the buffer; it deduplicates by seq, so the replay → live handover has no gaps and no duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+import redis.exceptions
+
+from api.presenters import event_object
+from core.enums import JobStatus
+from core.settings import get_settings
+from db import eventbus
+from db.repositories import events, jobs
+from db.session import session_factory
+
+log = logging.getLogger(__name__)
+PING_SECONDS = 15.0  # idle comment so proxies keep the connection open
+POLL_SECONDS = 5.0  # feeds re-read Postgres this often even without Redis messages (a lost publish)
+BUFFER_EVENTS = 512  # per job; a watcher that falls further behind re-reads Postgres
+REPLAY_BATCH = 500
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    seq: int
+    type: str
+    status: str | None  # the new status, for `status` events
+    frame: bytes  # the SSE frame, formatted once for all watchers
+
+
+def _frame(event_id: int | None, name: str, data: str) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {name}\ndata: {data}\n\n".encode()
+
+
+def _read_events(job_id: str, after: int, limit: int = REPLAY_BATCH) -> list[StreamEvent]:
+    """Committed events of a job with seq > after, oldest first (blocking; run in a thread)."""
+    with session_factory()() as session:
+        rows = events.list_events(session, job_id, after_seq=after, limit=limit, newest_first=False)
+        out = []
+        for row in rows:
+            status = (row.data or {}).get("status") if row.type == "status" else None
+            body = event_object(row).model_dump_json()
+            out.append(StreamEvent(row.seq, row.type, status, _frame(row.seq, row.type, body)))
+        return out
+
+
+def _job_state(job_id: str) -> tuple[str, int]:
+    """The job's status and its newest event seq, in one snapshot."""
+    with session_factory()() as session:
+        job = jobs.get_job_by_id(session, job_id)
+        return (job.status if job else JobStatus.CANCELLED.value), events.last_seq(session, job_id)
+
+
+@dataclass
+class Feed:
+    """One watched job: a buffer holding every event with seq in (floor, last_seq], shared by its watchers."""
+
+    job_id: str
+    last_seq: int
+    floor: int
+    watchers: int = 0
+    buffer: deque[StreamEvent] = field(default_factory=lambda: deque(maxlen=BUFFER_EVENTS))
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        """Refresh from Postgres whenever woken (a Redis message) or every POLL_SECONDS."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
+            self.wake.clear()
+            try:
+                new = await asyncio.to_thread(_read_events, self.job_id, self.last_seq)
+            except Exception as exc:  # a database blip: the next wake or poll retries
+                log.warning("stream feed %s: %s", self.job_id, exc)
+                continue
+            if not new:
+                continue
+            for item in new:
+                if len(self.buffer) == self.buffer.maxlen:
+                    self.floor = self.buffer[0].seq
+                self.buffer.append(item)
+            self.last_seq = new[-1].seq
+            if len(new) == REPLAY_BATCH:
+                self.wake.set()  # more are waiting
+            self.changed.set()
+            self.changed = asyncio.Event()
+
+
+class EventHub:
+    """Per-process fan-out: one Redis subscription, one feed per watched job."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.feeds: dict[str, Feed] = {}
+        self._subscribed = asyncio.Event()
+        self._reader = self.loop.create_task(self._read_redis())
+
+    @property
+    def watchers(self) -> int:
+        return sum(f.watchers for f in self.feeds.values())
+
+    async def _read_redis(self) -> None:
+        url = get_settings().redis_url
+        if not url:  # no bus configured: feeds still poll Postgres
+            self._subscribed.set()
+            return
+        while True:
+            client = None
+            try:
+                client = aioredis.Redis.from_url(url)
+                async with client.pubsub() as pubsub:
+                    await pubsub.subscribe(eventbus.channel())
+                    await pubsub.get_message(timeout=5)  # the subscribe confirmation
+                    self._subscribed.set()
+                    for feed in self.feeds.values():  # events published while we were away
+                        feed.wake.set()
+                    while True:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=PING_SECONDS)
+                        if message and message["type"] == "message":
+                            self._notify(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("event bus unavailable (%s); feeds poll Postgres until it is back", exc)
+                self._subscribed.set()  # don't hold watchers up: polling still serves them
+                await asyncio.sleep(1.0)
+            finally:
+                if client is not None:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
+
+    def _notify(self, raw: bytes) -> None:
+        decoded = eventbus.decode(raw)
+        if decoded is None:
+            return
+        feed = self.feeds.get(decoded[0])
+        if feed is not None and decoded[1] > feed.last_seq:
+            feed.wake.set()
+
+    async def join(self, job_id: str) -> Feed:
+        """Start watching a job; the feed holds everything committed after this call returns."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._subscribed.wait(), 5)
+        feed = self.feeds.get(job_id)
+        if feed is None:
+            _, newest = await asyncio.to_thread(_job_state, job_id)
+            feed = self.feeds.get(job_id)  # another watcher may have created it meanwhile
+            if feed is None:
+                feed = Feed(job_id, last_seq=newest, floor=newest)
+                feed.task = self.loop.create_task(feed.run())
+                self.feeds[job_id] = feed
+                feed.wake.set()  # anything committed between the snapshot and now
+        feed.watchers += 1
+        return feed
+
+    def leave(self, feed: Feed) -> None:
+        feed.watchers -= 1
+        if feed.watchers == 0 and self.feeds.get(feed.job_id) is feed:
+            del self.feeds[feed.job_id]
+            if feed.task is not None:
+                feed.task.cancel()
+
+
+_hub: EventHub | None = None
+
+
+def hub() -> EventHub:
+    """This process's hub (one per event loop: the test client runs its own)."""
+    global _hub
+    if _hub is None or _hub.loop is not asyncio.get_running_loop():
+        _hub = EventHub()
+    return _hub
+
+
+def watcher_count() -> int:
+    return _hub.watchers if _hub is not None else 0
+
+
+async def stream_job(job_id: str, after: int) -> AsyncIterator[bytes]:
+    """SSE frames for one watcher: replay after `after`, then live, then `end` once the job is terminal."""
+    the_hub = hub()
+    feed = await the_hub.join(job_id)
+    try:
+        sent = after
+        async for frame, seq, done in _replay(job_id, sent):
+            sent = seq
+            yield frame
+            if done:
+                return
+        while True:
+            changed = feed.changed
+            if sent < feed.floor:  # fell out of the buffer: catch up from Postgres
+                async for frame, seq, done in _replay(job_id, sent):
+                    sent = seq
+                    yield frame
+                    if done:
+                        return
+                continue
+            pending = [item for item in feed.buffer if item.seq > sent]
+            for item in pending:
+                yield item.frame
+                sent = item.seq
+                if item.status and JobStatus(item.status).is_terminal:
+                    # Events of the same transaction follow the status; send them, then `end`.
+                    async for frame, _, _ in _replay(job_id, sent):
+                        yield frame
+                    return
+            if pending:
+                continue
+            try:
+                await asyncio.wait_for(changed.wait(), PING_SECONDS)
+            except TimeoutError:
+                yield b": ping\n\n"
+                status, _ = await asyncio.to_thread(_job_state, job_id)
+                if JobStatus(status).is_terminal:  # finished without a status event (older rows)
+                    async for frame, _, _ in _replay(job_id, sent):
+                        yield frame
+                    return
+    finally:
+        the_hub.leave(feed)
+
+
+async def _replay(job_id: str, after: int) -> AsyncIterator[tuple[bytes, int, bool]]:
+    """Stored events after `after`, then `end` (done=True) when the job is terminal."""
+    sent = after
+    while True:
+        status, _ = await asyncio.to_thread(_job_state, job_id)
+        batch = await asyncio.to_thread(_read_events, job_id, sent)
+        for item in batch:
+            sent = item.seq
+            yield item.frame, sent, False
+        if len(batch) < REPLAY_BATCH:
+            break
+    if JobStatus(status).is_terminal:
+        # The status was read before the events: every event of the finished job is already sent.
+        yield _frame(None, "end", json.dumps({"status": status})), sent, True

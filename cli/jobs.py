@@ -1,0 +1,194 @@
+"""`tunepool jobs …`: create, list, get, cancel, pause, resume, events, follow (live), metrics (and a plot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.client import check, connect
+from cli.output import JsonFlag, console, emit, fmt
+
+jobs_app = typer.Typer(help="Fine-tuning jobs.", no_args_is_help=True)
+
+
+@jobs_app.command("create")
+def jobs_create(
+    model: Annotated[str, typer.Option(help="Base model name (see GET /v1/models).")],
+    file: Annotated[str, typer.Option(help="Training file id.")],
+    validation_file: str | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr_multiplier: float | None = None,
+    r: int = 16,
+    alpha: float = 32,
+    dropout: float = 0.05,
+    target_modules: str = "all-linear",
+    quantization: str = "nf4",
+    max_seq_length: int = 2048,
+    max_steps: int | None = None,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (default: every 10%).")] = None,
+    artifacts: str = "adapter,merged",
+    suffix: str | None = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Create a fine-tuning job (QLoRA NF4 by default)."""
+    hyper = {
+        k: v
+        for k, v in (("n_epochs", epochs), ("batch_size", batch_size), ("learning_rate_multiplier", lr_multiplier))
+        if v is not None
+    }
+    modules: str | list[str] = (
+        target_modules if target_modules in ("attention", "all-linear") else target_modules.split(",")
+    )
+    training: dict[str, Any] = {"max_seq_length": max_seq_length}
+    for key, value in (("max_steps", max_steps), ("eval_every_steps", eval_every), ("save_every_steps", save_every)):
+        if value is not None:
+            training[key] = value
+    body = {
+        "model": model,
+        "training_file": file,
+        "validation_file": validation_file,
+        "hyperparameters": hyper,
+        "suffix": suffix,
+        "lora": {"r": r, "alpha": alpha, "dropout": dropout, "target_modules": modules},
+        "quantization": {"mode": quantization},
+        "training": training,
+        "artifacts": artifacts.split(","),
+    }
+    with connect() as client:
+        job = check(client.post("/fine_tuning/jobs", json=body))
+    if json_out:
+        emit(job, True)
+    else:
+        console.print(f"[green]✓[/] {job['id']} {job['status']}  (follow it: tunepool jobs follow {job['id']})")
+
+
+@jobs_app.command("list")
+def jobs_list(limit: int = 20, json_out: JsonFlag = False) -> None:
+    """The team's jobs, newest first."""
+    with connect() as client:
+        body = check(client.get("/fine_tuning/jobs", params={"limit": limit}))
+    table = Table("id", "model", "status", "progress", "fine_tuned_model")
+    for j in body["data"]:
+        p = j["progress"]
+        table.add_row(
+            j["id"], j["model"], j["status"], f"{p['step']}/{p['total_steps'] or '?'}", j["fine_tuned_model"] or ""
+        )
+    emit(body, json_out, table)
+
+
+@jobs_app.command("get")
+def jobs_get(job_id: str, json_out: JsonFlag = False) -> None:
+    """One job: status, progress, ETA, result."""
+    with connect() as client:
+        job = check(client.get(f"/fine_tuning/jobs/{job_id}"))
+    p = job["progress"]
+    table = Table(show_header=False, box=None)
+    rows = [
+        ("id", job["id"]),
+        ("status", job["status"]),
+        ("model", job["model"]),
+        ("progress", f"{p['step']}/{p['total_steps'] or '?'} ({fmt(p['percent'], '.1f')}%)"),
+        ("tokens/s", fmt(p["tokens_per_s"], ",.0f")),
+        ("estimated_finish", str(p.get("estimated_finish") or "–")),
+        ("fine_tuned_model", job["fine_tuned_model"] or "–"),
+        ("error", (job["error"] or {}).get("message", "–")),
+    ]
+    for name, value in rows:
+        table.add_row(f"[dim]{name}[/]", str(value))
+    emit(job, json_out, table)
+
+
+def _action(job_id: str, action: str) -> None:
+    with connect() as client:
+        job = check(client.post(f"/fine_tuning/jobs/{job_id}/{action}"))
+    console.print(f"{job['id']} {job['status']}")
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a job (a running one stops within seconds)."""
+    _action(job_id, "cancel")
+
+
+@jobs_app.command("pause")
+def jobs_pause(job_id: str) -> None:
+    """Pause: a running job saves a checkpoint and frees its GPU; `resume` continues from it."""
+    _action(job_id, "pause")
+
+
+@jobs_app.command("resume")
+def jobs_resume(job_id: str) -> None:
+    """Put a paused job back in the queue; it continues from its checkpoint."""
+    _action(job_id, "resume")
+
+
+@jobs_app.command("events")
+def jobs_events(job_id: str, limit: int = 50, json_out: JsonFlag = False) -> None:
+    """The job's latest events, oldest first."""
+    with connect() as client:
+        body = check(client.get(f"/fine_tuning/jobs/{job_id}/events", params={"limit": limit}))
+    if json_out:
+        emit(body, True)
+        return
+    for e in reversed(body["data"]):
+        console.print(f"[dim]{e['id']}[/] {e['message']}")
+
+
+@jobs_app.command("follow")
+def jobs_follow(job_id: str, json_out: JsonFlag = False) -> None:
+    """Live progress until the job ends. Exit code: 0 succeeded, 1 failed, 2 cancelled, 3 could not follow.
+
+    A paused job keeps the command waiting (it ends when the job does); Ctrl-C stops following, not the job.
+    """
+    from cli.follow import follow
+
+    raise typer.Exit(follow(job_id, json_out))
+
+
+@jobs_app.command("metrics")
+def jobs_metrics(
+    job_id: str,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of train/valid loss and grad-norm vs step.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """The per-step series (train/valid loss, grad-norm, learning rate, tokens/s)."""
+    with connect() as client:
+        body = check(client.get(f"/fine_tuning/jobs/{job_id}/metrics"))
+    points = body["data"]
+    if plot is not None:
+        from cli.plot import plot_metrics
+
+        plot_metrics(points, plot, title=job_id)
+        if not json_out:
+            console.print(f"[green]✓[/] {len(points)} steps plotted → {plot}")
+            return
+    table = Table("step", "train_loss", "valid_loss", "grad_norm", "learning_rate", "tokens/s")
+    for p in points:
+        table.add_row(
+            str(p["step"]),
+            fmt(p["train_loss"]),
+            fmt(p["valid_loss"]),
+            fmt(p["grad_norm"]),
+            fmt(p["learning_rate"], ".2e"),
+            fmt(p["tokens_per_s"], ",.0f"),
+        )
+    emit(body, json_out, table)
+
+
+@jobs_app.command("checkpoints")
+def jobs_checkpoints(job_id: str, json_out: JsonFlag = False) -> None:
+    """Stored checkpoints (download one with `artifacts download JOB --kind checkpoint --step N`)."""
+    with connect() as client:
+        body = check(client.get(f"/fine_tuning/jobs/{job_id}/checkpoints", params={"limit": 100}))
+    table = Table("step", "checkpoint", "train_loss", "valid_loss")
+    for c in body["data"]:
+        m = c["metrics"]
+        table.add_row(
+            str(c["step_number"]), c["fine_tuned_model_checkpoint"], fmt(m.get("train_loss")), fmt(m.get("valid_loss"))
+        )
+    emit(body, json_out, table)

@@ -1,0 +1,70 @@
+"""Redis pub/sub for live job events: whoever commits an event publishes it once; Postgres stays the record.
+
+A message only says "job X has event seq N"; readers fetch the events from Postgres, so a lost or reordered
+message never loses one (the stream also re-reads Postgres on a timer).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from typing import Any
+
+import redis
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from core.settings import get_settings
+from core.tasks import gpu_queue
+
+log = logging.getLogger(__name__)
+_PENDING = "eventbus_pending"  # session.info key: events inserted in the open transaction
+
+
+def channel() -> str:
+    """One channel per deployment: each API process subscribes once and fans out to its watchers."""
+    return f"tunepool:{gpu_queue()}:job-events"
+
+
+def note_event(session: Session, job_id: str, seq: int) -> None:
+    """Remember an inserted event; it is published after its transaction commits (never before)."""
+    session.info.setdefault(_PENDING, []).append((job_id, seq))
+
+
+def decode(raw: bytes | str) -> tuple[str, int] | None:
+    """A published message → (job_id, seq), or None for a malformed one."""
+    try:
+        body: dict[str, Any] = json.loads(raw)
+        return str(body["job_id"]), int(body["seq"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+@lru_cache
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+
+
+def publish(items: list[tuple[str, int]]) -> None:
+    """Best effort: a Redis outage only delays watchers until their next Postgres poll."""
+    url = get_settings().redis_url
+    if not url or not items:
+        return
+    try:
+        pipe = _client(url).pipeline(transaction=False)
+        for job_id, seq in items:
+            pipe.publish(channel(), json.dumps({"job_id": job_id, "seq": seq}))
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("event publish failed (%s); watchers will poll Postgres", exc)
+
+
+@event.listens_for(Session, "after_commit")
+def _after_commit(session: Session) -> None:
+    publish(session.info.pop(_PENDING, []))
+
+
+@event.listens_for(Session, "after_rollback")
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)

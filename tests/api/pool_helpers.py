@@ -1,0 +1,120 @@
+"""Helpers for the pool tests: worker rows registered through the real heartbeat, jobs through the API."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.api.test_files import CHAT, jsonl
+from tests.conftest import TINY_MODEL, TeamKey
+
+
+def auth(team: TeamKey) -> dict[str, str]:
+    return {"Authorization": f"Bearer {team.key}"}
+
+
+def submit(api: Any, team: TeamKey, **body: Any) -> dict[str, Any]:
+    """Upload a file and create a job as `team`; returns the job object."""
+    file_id = _file(api, team)
+    r = api.post(
+        "/v1/fine_tuning/jobs",
+        json={"model": TINY_MODEL, "training_file": file_id, "quantization": "none", **body},
+        headers=auth(team),
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def _file(api: Any, team: TeamKey) -> str:
+    r = api.post(
+        "/v1/files", files={"file": ("t.jsonl", jsonl(CHAT))}, data={"purpose": "fine-tune"}, headers=auth(team)
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
+def queue(job_id: str) -> None:
+    """What the dispatcher's validation step does for a job whose files are stored."""
+    from core.enums import JobStatus
+    from db.repositories import jobs
+    from db.session import unit_of_work
+
+    with unit_of_work() as session:
+        assert jobs.transition(session, job_id, [JobStatus.VALIDATING_FILES], JobStatus.QUEUED)
+
+
+def claim_and_finish(job_id: str, worker_id: str) -> None:
+    """The runner's database steps for a job that trains and succeeds."""
+    claim(job_id, worker_id)
+    finish(job_id, worker_id)
+
+
+def claim(job_id: str, worker_id: str) -> None:
+    from db.repositories import jobs, workers
+    from db.session import unit_of_work
+
+    with unit_of_work() as session:
+        assert jobs.claim_job(session, job_id, worker_id) is not None
+        workers.set_current_job(session, worker_id, job_id)
+
+
+def finish(job_id: str, worker_id: str) -> None:
+    from core.enums import JobStatus
+    from db.repositories import jobs, workers
+    from db.session import unit_of_work
+
+    with unit_of_work() as session:
+        jobs.transition(session, job_id, [JobStatus.RUNNING], JobStatus.SUCCEEDED)
+        workers.set_current_job(session, worker_id, None)
+
+
+@pytest.fixture
+def register_worker(service_urls: tuple[str, str]) -> Iterator[Any]:
+    """Factory: a worker row as a real worker's heartbeat writes it; removed (and its queue emptied) after."""
+    import redis
+
+    from core.tasks import worker_queue
+    from db.repositories import workers
+    from db.session import unit_of_work
+
+    made: list[str] = []
+
+    def register(name: str = "w", gpu_name: str | None = None, gb: float | None = None) -> str:
+        worker_id = f"{name}-{secrets.token_hex(3)}"
+        memory = int(gb * 1e9) if gb else None
+        with unit_of_work() as session:
+            workers.heartbeat(
+                session,
+                worker_id,
+                hostname="test-host",
+                device="cuda" if gb else "cpu",
+                gpu_name=gpu_name,
+                gpu_memory_total=memory,
+                gpu_memory_free=memory,
+            )
+        made.append(worker_id)
+        return worker_id
+
+    yield register
+    with unit_of_work() as session:
+        for worker_id in made:
+            workers.remove_worker(session, worker_id)
+    bus = redis.Redis.from_url(service_urls[1])
+    bus.delete(*[worker_queue(w) for w in made]) if made else None
+
+
+@pytest.fixture
+def cancel_leftovers(service_urls: tuple[str, str]) -> Iterator[list[str]]:
+    """Jobs a test queued are cancelled after it, so the next test's pool starts empty."""
+    from core.enums import JobStatus
+    from db.repositories import jobs
+    from db.session import unit_of_work
+
+    ids: list[str] = []
+    yield ids
+    with unit_of_work() as session:
+        for job_id in ids:
+            jobs.transition(session, job_id, [JobStatus.VALIDATING_FILES, JobStatus.QUEUED], JobStatus.CANCELLED)

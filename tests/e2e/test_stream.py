@@ -1,0 +1,145 @@
+"""The SSE event stream against the real processes: a tiny job streamed start to end, reconnects, 404s, cleanup."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from cli.sse import SseEvent, iter_sse, open_stream
+from tests.conftest import TINY_MODEL
+
+ROWS = [
+    {"messages": [{"role": "user", "content": f"Colour of fruit {i}?"}, {"role": "assistant", "content": c}]}
+    for i, c in enumerate(["red", "green", "yellow", "orange"] * 4)
+]
+
+
+def client_for(base_url: str, key: str) -> httpx.Client:
+    return httpx.Client(base_url=base_url + "/v1", headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+
+@pytest.fixture
+def http(running_service, team) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
+    with client_for(running_service.base_url, team.key) as client:
+        yield client
+
+
+def create_job(http: httpx.Client, *, with_validation: bool = False, **training: Any) -> str:
+    """A small plain-LoRA job of the tiny model; `training` extends the spec's training section."""
+    data = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
+    file_id = http.post("/files", files={"file": ("t.jsonl", data)}, data={"purpose": "fine-tune"}).json()["id"]
+    body = {
+        "model": TINY_MODEL,
+        "training_file": file_id,
+        "validation_file": file_id if with_validation else None,
+        "hyperparameters": {"n_epochs": 1, "batch_size": 2, "learning_rate_multiplier": 5},
+        "quantization": "none",
+        "training": {"max_seq_length": 64, **training},
+        "artifacts": ["adapter"],
+    }
+    r = http.post("/fine_tuning/jobs", json=body)
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
+def read_stream(
+    http: httpx.Client,
+    job_id: str,
+    last_event_id: int | None = None,
+    until: Callable[[list[SseEvent]], bool] = lambda _: False,
+) -> list[SseEvent]:
+    """Events until the stream's `end` (or until `until(events)` holds, then disconnect)."""
+    got: list[SseEvent] = []
+    with open_stream(http, job_id, last_event_id) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for event in iter_sse(r):
+            got.append(event)
+            if event.event == "end" or until(got):
+                break
+    return got
+
+
+def all_event_seqs(http: httpx.Client, job_id: str) -> list[int]:
+    """Every stored event of the job, oldest first, through the paginated OpenAI list."""
+    seqs: list[int] = []
+    after = None
+    while True:
+        params = {"limit": 100, **({"after": after} if after else {})}
+        page = http.get(f"/fine_tuning/jobs/{job_id}/events", params=params).json()
+        seqs += [int(e["id"].removeprefix("ftevent-")) for e in page["data"]]
+        if not page["has_more"]:
+            return sorted(seqs)
+        after = page["data"][-1]["id"]
+
+
+def watchers(base_url: str) -> int:
+    return int(httpx.get(base_url + "/healthz/stream").json()["watchers"])
+
+
+def test_stream_follows_a_job_from_start_to_end(http) -> None:  # type: ignore[no-untyped-def]
+    job_id = create_job(http, with_validation=True, eval_every_steps=4, save_every_steps=4)
+
+    events = read_stream(http, job_id)
+
+    end = events.pop()
+    assert (end.event, end.data) == ("end", {"status": "succeeded"})
+    ids = [e.id for e in events]
+    assert ids == sorted(set(ids)) == all_event_seqs(http, job_id)  # everything stored, in order, once
+    assert all(e.data["object"] == "fine_tuning.job.event" and e.data["type"] == e.event for e in events)
+    statuses = [e.data["data"]["status"] for e in events if e.event == "status"]
+    assert statuses == ["validating_files", "queued", "running", "succeeded"]
+    streamed = [e.data["data"] for e in events if e.event == "metrics"]
+    stored = http.get(f"/fine_tuning/jobs/{job_id}/metrics").json()["data"]
+    assert streamed == stored and [m["step"] for m in stored] == list(range(1, 9))  # 16 rows / batch 2
+    assert any(m["valid_loss"] is not None for m in streamed)
+    assert [e.data["data"]["step"] for e in events if e.event == "checkpoint"] == [4]
+    assert {e.data["data"]["kind"] for e in events if e.event == "artifact"} == {"adapter", "checkpoint"}
+
+    job = http.get(f"/fine_tuning/jobs/{job_id}").json()
+    assert job["progress"]["percent"] == 100.0 and job["estimated_finish"] is None
+
+
+def test_reconnecting_with_last_event_id_has_no_gaps_or_duplicates(http, running_service) -> None:  # type: ignore[no-untyped-def]
+    job_id = create_job(http, max_steps=16)
+    first = read_stream(http, job_id, until=lambda got: sum(e.event == "metrics" for e in got) >= 3)
+    assert first[-1].event == "metrics"  # disconnected mid-run
+
+    rest = read_stream(http, job_id, last_event_id=first[-1].id)
+
+    assert rest.pop().data == {"status": "succeeded"}
+    ids = [e.id for e in first + rest]
+    assert ids == all_event_seqs(http, job_id)
+    steps = [e.data["data"]["step"] for e in first + rest if e.event == "metrics"]
+    assert steps == list(range(1, 17))
+
+
+def test_disconnected_watchers_free_their_subscriptions(http, running_service) -> None:  # type: ignore[no-untyped-def]
+    job_id = create_job(http, max_steps=40)
+    with contextlib.ExitStack() as stack:
+        readers = [iter_sse(stack.enter_context(open_stream(http, job_id))) for _ in range(5)]
+        for reader in readers:
+            next(reader)  # connected and replaying (a dropped reader would close its connection)
+        assert watchers(running_service.base_url) == 5
+    deadline = time.monotonic() + 10
+    while watchers(running_service.base_url) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert watchers(running_service.base_url) == 0
+    http.post(f"/fine_tuning/jobs/{job_id}/cancel")
+
+
+def test_stream_of_an_unknown_or_foreign_job_is_404(http, running_service, make_team) -> None:  # type: ignore[no-untyped-def]
+    job_id = create_job(http)
+    http.post(f"/fine_tuning/jobs/{job_id}/cancel")
+    with client_for(running_service.base_url, make_team().key) as other:
+        for client, jid in ((other, job_id), (http, "ftjob-nope")):
+            with open_stream(client, jid) as r:
+                r.read()
+                assert r.status_code == 404 and r.json()["error"]["param"] == "fine_tuning_job_id"
+    # The owner still gets the (finished) stream: replay, then `end`.
+    assert read_stream(http, job_id)[-1].data == {"status": "cancelled"}

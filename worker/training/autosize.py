@@ -1,0 +1,255 @@
+"""Batch plan from memory: micro-batch (rows, tokens), gradient accumulation and checkpointing that fit the device.
+
+Mapping from the spec: `hyperparameters.batch_size × training.gradient_accumulation_steps` is the effective batch
+in *examples* per optimizer step. Packed, that is converted to rows of `max_seq_length` tokens carrying the same
+number of tokens (effective examples × mean example length ÷ row length), so a step sees about as much data as it
+would unpacked. The rows of a step are split into `accumulation` micro-batches of `micro_batch` rows each; the
+largest micro-batch whose estimated peak fits the memory budget wins, checkpointing only when it has to.
+
+Torch-free: the recipe measures the model and the device and passes numbers in, so the planner is unit-testable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+GIB = 2**30
+BUDGET_ENV = "TUNEPOOL_MEMORY_BUDGET_GIB"  # override the measured free memory (tests, shared GPUs)
+MAX_MICRO_ROWS = 64
+# Fraction of the free memory the plan may fill: the allocator fragments, and kernels take workspace.
+SAFETY = 0.85
+WORKSPACE_BYTES = 1 * GIB  # cuBLAS/bitsandbytes workspace, the chunked LM head, the optimizer step's temporaries
+# A checkpointed step recomputes the forward: about 4/3 of the time of one without.
+CHECKPOINT_SLOWDOWN = 1.33
+# Tokens per micro-batch at which fixed per-micro-batch costs (4-bit dequantisation, kernel launches) are half
+# amortised; throughput ∝ T / (T + HALF_EFFICIENCY_TOKENS).
+HALF_EFFICIENCY_TOKENS = 2048
+
+MemoryMode = Literal["auto", "min"]
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What activation memory depends on, read from the model config."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    activation_bytes: int = 2  # bf16/fp16 activations; 4 on CPU float32
+
+    def token_bytes(self, checkpointing: bool) -> int:
+        """Activation bytes kept per token for the backward pass (empirical, from the 8B runs in BASELINE.md)."""
+        # One layer without checkpointing keeps ~10 hidden-sized and 2.5 MLP-sized values per token (norms,
+        # q/k/v/o, residuals, gate/up/act); fitted to 4.5 MB/token measured for Llama-3-8B, rounded up.
+        layer = (10 * self.hidden_size + 5 * self.intermediate_size // 2) * self.activation_bytes
+        if not checkpointing:
+            return self.num_layers * layer
+        # Checkpointed: each layer's input (×2 for the residual copy), plus one layer recomputed at a time.
+        return self.num_layers * 2 * self.hidden_size * self.activation_bytes + layer
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The batching the recipe trains with; shown on the job (event data, tunepool.json, TrainingResult)."""
+
+    micro_batch: int  # rows per forward/backward
+    accumulation: int  # micro-batches per optimizer step
+    row_tokens: int  # tokens per row (max_seq_length when packed; the longest example otherwise)
+    packing: bool
+    gradient_checkpointing: bool
+    effective_examples: int  # what the user asked for per step (batch_size × gradient_accumulation_steps)
+    budget_bytes: int  # memory the plan may use beyond the loaded model
+    estimated_peak_bytes: int  # the plan's own estimate of that use
+    memory_mode: str = "auto"
+    reason: str = ""
+
+    @property
+    def micro_tokens(self) -> int:
+        """Tokens per micro-batch (upper bound: rows may be partly filled)."""
+        return self.micro_batch * self.row_tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values for events and manifests, with sizes in GiB."""
+        data = asdict(self)
+        data["micro_tokens"] = self.micro_tokens
+        data["budget_gib"] = round(self.budget_bytes / GIB, 2)
+        data["estimated_peak_gib"] = round(self.estimated_peak_bytes / GIB, 2)
+        return data
+
+
+def estimate_bytes(
+    shape: ModelShape, fixed_bytes: int, rows: int, row_tokens: int, checkpointing: bool, flat_attention: bool
+) -> int:
+    """Peak memory beyond the model weights for one micro-batch of `rows` × `row_tokens` tokens."""
+    tokens = rows * row_tokens
+    mask = 2 * tokens * tokens if flat_attention and rows > 1 else 2 * rows * row_tokens * row_tokens
+    return fixed_bytes + WORKSPACE_BYTES + tokens * shape.token_bytes(checkpointing) + mask
+
+
+def rows_per_step(effective_examples: int, lengths: list[int], row_tokens: int, packing: bool) -> int:
+    """Rows an optimizer step should hold to carry about `effective_examples` examples' worth of tokens."""
+    if not packing:
+        return effective_examples
+    mean = sum(lengths) / len(lengths)
+    return max(1, math.ceil(effective_examples * mean / row_tokens))
+
+
+def modelled_speed(micro_tokens: int, checkpointing: bool) -> float:
+    """Relative tokens/s of a micro-batch size: fixed costs amortise with size; checkpointing recomputes."""
+    speed = micro_tokens / (micro_tokens + HALF_EFFICIENCY_TOKENS)
+    return speed / CHECKPOINT_SLOWDOWN if checkpointing else speed
+
+
+def plan_batches(
+    *,
+    shape: ModelShape,
+    budget_bytes: int,
+    fixed_bytes: int,
+    lengths: list[int],
+    max_seq_length: int,
+    effective_examples: int,
+    packing: bool,
+    checkpointing: bool | None = None,
+    memory_mode: MemoryMode = "auto",
+    flat_attention: bool = True,
+) -> BatchPlan:
+    """The fastest (micro-batch, accumulation, checkpointing) whose estimated peak fits `budget_bytes`.
+
+    `checkpointing` None lets the planner choose; True/False is the user's explicit choice. Nothing fits at all →
+    micro-batch 1 with checkpointing (the smallest plan), and the OOM back-off has the last word."""
+    row_tokens = max_seq_length if packing else min(max_seq_length, max(lengths))
+    # A step never holds more rows than the dataset has (a small file with a large batch_size).
+    total_rows = math.ceil(sum(lengths) / row_tokens) if packing else len(lengths)
+    step_rows = min(rows_per_step(effective_examples, lengths, row_tokens, packing), max(1, total_rows))
+    base = BatchPlan(
+        1, step_rows, row_tokens, packing, checkpointing is not False, effective_examples, budget_bytes, 0, memory_mode
+    )
+    if memory_mode == "min":
+        ckpt = checkpointing is not False
+        peak = estimate_bytes(shape, fixed_bytes, 1, row_tokens, ckpt, flat_attention)
+        return replace(base, gradient_checkpointing=ckpt, estimated_peak_bytes=peak, reason="memory_mode=min")
+    best: tuple[float, BatchPlan] | None = None
+    for ckpt in (False, True) if checkpointing is None else (checkpointing,):
+        for rows in _candidate_rows(step_rows):
+            peak = estimate_bytes(shape, fixed_bytes, rows, row_tokens, ckpt, flat_attention)
+            if peak > budget_bytes:
+                break
+            accumulation = math.ceil(step_rows / rows)
+            micro = math.ceil(step_rows / accumulation)  # even split: 6 rows → 2×3, not 4+2 padded to 2×4
+            speed = modelled_speed(micro * row_tokens, ckpt)
+            plan = replace(
+                base,
+                micro_batch=micro,
+                accumulation=accumulation,
+                gradient_checkpointing=ckpt,
+                estimated_peak_bytes=estimate_bytes(shape, fixed_bytes, micro, row_tokens, ckpt, flat_attention),
+                reason="fits the budget",
+            )
+            if best is None or speed > best[0] * 1.001:
+                best = (speed, plan)
+    if best is None:
+        peak = estimate_bytes(shape, fixed_bytes, 1, row_tokens, True, flat_attention)
+        return replace(
+            base,
+            gradient_checkpointing=checkpointing is not False,
+            estimated_peak_bytes=peak,
+            reason="nothing fits the estimate; smallest plan",
+        )
+    return best[1]
+
+
+def _candidate_rows(step_rows: int) -> list[int]:
+    """Micro-batch sizes to try, ascending: powers of two below the step's rows, then the whole step."""
+    limit = min(step_rows, MAX_MICRO_ROWS)
+    rows = [2**i for i in range(limit.bit_length()) if 2**i < limit]
+    return [*rows, limit]
+
+
+def with_micro_batch(plan: BatchPlan, micro_batch: int, reason: str) -> BatchPlan:
+    """`plan` with another micro-batch and the accumulation that keeps its rows per step."""
+    step_rows = plan.micro_batch * plan.accumulation
+    micro = max(1, min(micro_batch, step_rows))
+    return replace(plan, micro_batch=micro, accumulation=math.ceil(step_rows / micro), reason=reason)
+
+
+def budget_override() -> int | None:
+    """TUNEPOOL_MEMORY_BUDGET_GIB as bytes, when set."""
+    value = os.environ.get(BUDGET_ENV)
+    return int(float(value) * GIB) if value else None
+
+
+def usable_budget(free_bytes: int) -> int:
+    """What a plan may fill of the free memory: the override when set, else SAFETY of what is free."""
+    override = budget_override()
+    return override if override is not None else int(free_bytes * SAFETY)
+
+
+def measure_and_plan(
+    *,
+    model: Any,
+    device: str,
+    lengths: list[int],
+    max_seq_length: int,
+    effective_examples: int,
+    packing: bool,
+    checkpointing: bool | None,
+    memory_mode: MemoryMode,
+    lora_rank: int,
+    lora_targets: str | list[str],
+) -> BatchPlan:
+    """Plan for a loaded (not yet adapted) model on `device`, from its config and the device's free memory."""
+    import torch
+
+    cfg = model.config.get_text_config()
+    hidden = int(cfg.hidden_size)
+    shape = ModelShape(
+        hidden,
+        int(getattr(cfg, "intermediate_size", None) or 4 * hidden),
+        int(cfg.num_hidden_layers),
+        activation_bytes=2 if device.startswith("cuda") else 4,
+    )
+    # LoRA weights + gradients + AdamW moments, counted in float32 (a bound: QLoRA keeps them in bf16 / 8-bit).
+    fixed = 16 * lora_parameters(model, lora_rank, lora_targets)
+    if device.startswith("cuda"):
+        free = torch.cuda.mem_get_info(torch.device(device))[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    return plan_batches(
+        shape=shape,
+        budget_bytes=usable_budget(free),
+        fixed_bytes=fixed,
+        lengths=lengths,
+        max_seq_length=max_seq_length,
+        effective_examples=effective_examples,
+        packing=packing,
+        checkpointing=checkpointing,
+        memory_mode=memory_mode,
+    )
+
+
+def lora_parameters(model: Any, rank: int, targets: str | list[str]) -> int:
+    """Adapter parameters LoRA will add: rank × (in + out) per targeted linear layer."""
+    total = 0
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if not hasattr(module, "in_features") or leaf == "lm_head":
+            continue
+        if targets == "all-linear" or leaf in targets:
+            total += rank * (int(module.in_features) + int(module.out_features))
+    return total
+
+
+def sft_overrides(plan: BatchPlan) -> dict[str, Any]:
+    """SFTConfig fields that carry out `plan` (packing fields come from packing.sft_packing_args)."""
+    return {
+        "per_device_train_batch_size": plan.micro_batch,
+        "per_device_eval_batch_size": plan.micro_batch,
+        "gradient_accumulation_steps": plan.accumulation,
+        "gradient_checkpointing": plan.gradient_checkpointing,
+        "gradient_checkpointing_kwargs": {"use_reentrant": False} if plan.gradient_checkpointing else None,
+    }
