@@ -173,6 +173,8 @@ class Worker(Base):
     current_job_id: Mapped[str | None] = mapped_column(String(64))
     # A job sent to this worker but not yet claimed: on the row itself, so concurrent dispatchers see it.
     reserved_job_id: Mapped[str | None] = mapped_column(String(64))
+    # The Celery queue family the worker consumes: a dispatcher only places work on workers of its own.
+    queue: Mapped[str] = mapped_column(String(128), default="gpu", server_default="gpu")
     started_at: Mapped[datetime] = _now()
     last_heartbeat: Mapped[datetime] = _now()
 

@@ -19,7 +19,7 @@ from core.logging import configure_logging
 from core.placement import Slot, requirement_of
 from core.settings import get_settings
 from core.storage import configured_store
-from core.tasks import RUN_JOB_TASK, dispatch_doorbell, worker_queue
+from core.tasks import RUN_JOB_TASK, dispatch_doorbell, gpu_queue, worker_queue
 from db.models import TeamQuota
 from db.repositories import events, files, jobs, quotas, usage, webhooks, workers
 from db.session import unit_of_work
@@ -72,7 +72,9 @@ def dispatch(send: Sender) -> list[str]:
         jobs.requeue_unclaimed(session, now - timedelta(seconds=settings.redispatch_after_seconds))
         workers.release_stale_reservations(session)
         usage.close_orphans(session)
-        idle = workers.lock_idle_workers(session, now - timedelta(seconds=settings.worker_lost_seconds))
+        idle = workers.lock_idle_workers(
+            session, now - timedelta(seconds=settings.worker_lost_seconds), gpu_queue()
+        )
         if not idle:
             return []
         # A few more than the idle workers per team, so jobs that fit no idle GPU cannot block the rest.

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any
 
 from core.settings import get_settings
-from core.tasks import worker_queue
+from core.tasks import gpu_queue, worker_queue
 from db.repositories import workers
 from db.session import unit_of_work
 
@@ -69,7 +69,7 @@ def consume_own_queue(consumer: Any) -> None:
 
 def beat() -> None:
     with unit_of_work() as session:
-        workers.heartbeat(session, worker_id(), hostname=socket.gethostname(), **gpu_info())
+        workers.heartbeat(session, worker_id(), hostname=socket.gethostname(), queue=gpu_queue(), **gpu_info())
 
 
 def _loop() -> None:

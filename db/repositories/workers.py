@@ -47,10 +47,13 @@ def all_workers(session: Session) -> list[Worker]:
     return list(session.scalars(select(Worker).order_by(Worker.id)))
 
 
-def lock_idle_workers(session: Session, since: datetime) -> list[Worker]:
-    """Live workers with no job and no reservation, locked; SKIP LOCKED splits them between dispatchers."""
+def lock_idle_workers(session: Session, since: datetime, queue: str) -> list[Worker]:
+    """Live workers of `queue` with no job and no reservation, locked; SKIP LOCKED splits them between dispatchers."""
     stmt = select(Worker).where(
-        Worker.last_heartbeat >= since, Worker.current_job_id.is_(None), Worker.reserved_job_id.is_(None)
+        Worker.last_heartbeat >= since,
+        Worker.current_job_id.is_(None),
+        Worker.reserved_job_id.is_(None),
+        Worker.queue == queue,
     )
     return list(session.scalars(stmt.order_by(Worker.id).with_for_update(skip_locked=True)))
 

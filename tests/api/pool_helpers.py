@@ -76,7 +76,7 @@ def register_worker(service_urls: tuple[str, str]) -> Iterator[Any]:
     """Factory: a worker row as a real worker's heartbeat writes it; removed (and its queue emptied) after."""
     import redis
 
-    from core.tasks import worker_queue
+    from core.tasks import gpu_queue, worker_queue
     from db.repositories import workers
     from db.session import unit_of_work
 
@@ -94,6 +94,7 @@ def register_worker(service_urls: tuple[str, str]) -> Iterator[Any]:
                 gpu_name=gpu_name,
                 gpu_memory_total=memory,
                 gpu_memory_free=memory,
+                queue=gpu_queue(),
             )
         made.append(worker_id)
         return worker_id

@@ -50,6 +50,7 @@ def own_stack(service_urls, data_dir, tmp_path) -> Iterator[Stack]:  # type: ign
     procs = [api, processes.start_dispatcher(env, log_dir), worker]
     try:
         processes.wait_http(f"http://127.0.0.1:{port}/healthz", proc=api)
+        _wait_registered("redis-fault-worker", worker)  # freezing it before its first heartbeat would hide it
         yield Stack(redis_dir, redis_port, redis.pid, worker, f"http://127.0.0.1:{port}/v1", log_dir)
     finally:
         if worker.poll() is None:
@@ -58,6 +59,20 @@ def own_stack(service_urls, data_dir, tmp_path) -> Iterator[Stack]:  # type: ign
         devstack.stop_all(redis_dir)
         for log in sorted(log_dir.glob("*.log")):
             print(f"----- {log.name} (tail) -----\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def _wait_registered(worker_id: str, proc: Any, timeout: float = 60) -> None:
+    from db.models import Worker
+    from db.session import unit_of_work
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the worker exited"
+        with unit_of_work() as session:
+            if session.get(Worker, worker_id) is not None:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"worker {worker_id} never registered")
 
 
 def _submit(http: httpx.Client, file_id: str, suffix: str) -> str:

@@ -5,8 +5,6 @@ Revises: 0002_pool, 0004_ops, 0003_telemetry, 0005_idempotency
 Create Date: 2026-11-28 16:30:13.318491
 """
 
-from alembic import op
-import sqlalchemy as sa
 
 
 revision = '0006_merge'
