@@ -32,9 +32,15 @@ def wait_status(http: httpx.Client, job_id: str, statuses: set[str], timeout: fl
 
 
 def all_events(http: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    page = http.get(f"/fine_tuning/jobs/{job_id}/events", params={"limit": 100}).json()
-    assert not page["has_more"]
-    return list(reversed(page["data"]))
+    """Every event, oldest first, following the list's `after` cursor page by page."""
+    events: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 100}
+    while True:
+        page = http.get(f"/fine_tuning/jobs/{job_id}/events", params=params).json()
+        events += page["data"]
+        if not page["has_more"]:
+            return list(reversed(events))
+        params["after"] = page["data"][-1]["id"]
 
 
 def test_checkpoints_are_listed_downloadable_and_pruned(http) -> None:  # type: ignore[no-untyped-def]
@@ -65,7 +71,7 @@ def test_checkpoints_are_listed_downloadable_and_pruned(http) -> None:  # type: 
 
 
 def test_paused_job_resumes_from_its_checkpoint_with_every_step_once(http) -> None:  # type: ignore[no-untyped-def]
-    total = 40
+    total = 300  # long enough that the pause lands mid-run even on a fast, quiet machine
     job_id = create_job(http, max_steps=total)
     deadline = time.monotonic() + 300
     while http.get(f"/fine_tuning/jobs/{job_id}").json()["progress"]["step"] < 3:

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from cli import devstack, processes
+from tests import servers
 from tests.api.test_files import CHAT, jsonl
 from tests.conftest import TINY_MODEL
 from tests.servers import free_port
@@ -27,12 +28,29 @@ class Stack:
     worker: Any
     api_url: str
     log_dir: Path
+    db_url: str
+    key: str
 
 
 @pytest.fixture
-def own_stack(service_urls, data_dir, tmp_path) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
-    """API, dispatcher and one worker on a Redis server of this test's own (never the machine's shared one)."""
-    db_url, _ = service_urls
+def own_stack(service_urls, tiny_model_dir, tmp_path) -> Iterator[Stack]:  # type: ignore[no-untyped-def]
+    """API, dispatcher and one worker on a Redis server and a database of this test's own.
+
+    Its own database too: the session's other service would otherwise see (and place) this test's jobs.
+    """
+    from api.services import teams
+    from core.registry import BaseModel, register_model
+    from db.migrate import upgrade
+    from db.session import get_engine, unit_of_work
+
+    admin = servers.admin_postgres_url()
+    db_url = servers.create_database(admin)
+    upgrade(db_url)
+    with unit_of_work(get_engine(db_url)) as session:
+        team = teams.create_team(session, "redis-fault")
+        _, key = teams.create_api_key(session, team.id)
+    data_dir = tmp_path / "data"
+    register_model(data_dir / "models.toml", BaseModel(name=TINY_MODEL, path=str(tiny_model_dir)))
     redis_dir, redis_port = tmp_path / "redis", free_port()
     redis = devstack.ensure_redis(redis_dir, port=redis_port)
     env = processes.service_env(
@@ -50,25 +68,27 @@ def own_stack(service_urls, data_dir, tmp_path) -> Iterator[Stack]:  # type: ign
     procs = [api, processes.start_dispatcher(env, log_dir), worker]
     try:
         processes.wait_http(f"http://127.0.0.1:{port}/healthz", proc=api)
-        _wait_registered("redis-fault-worker", worker)  # freezing it before its first heartbeat would hide it
-        yield Stack(redis_dir, redis_port, redis.pid, worker, f"http://127.0.0.1:{port}/v1", log_dir)
+        _wait_registered(db_url, "redis-fault-worker", worker)  # frozen before its first heartbeat, it'd be unseen
+        yield Stack(redis_dir, redis_port, redis.pid, worker, f"http://127.0.0.1:{port}/v1", log_dir, db_url, key)
     finally:
         if worker.poll() is None:
             os.kill(worker.pid, signal.SIGCONT)
         processes.stop(procs)
         devstack.stop_all(redis_dir)
+        get_engine(db_url).dispose()
+        servers.drop_database(admin, db_url)
         for log in sorted(log_dir.glob("*.log")):
             print(f"----- {log.name} (tail) -----\n{log.read_text(errors='replace')[-3000:]}")
 
 
-def _wait_registered(worker_id: str, proc: Any, timeout: float = 60) -> None:
+def _wait_registered(db_url: str, worker_id: str, proc: Any, timeout: float = 60) -> None:
     from db.models import Worker
-    from db.session import unit_of_work
+    from db.session import get_engine, unit_of_work
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the worker exited"
-        with unit_of_work() as session:
+        with unit_of_work(get_engine(db_url)) as session:
             if session.get(Worker, worker_id) is not None:
                 return
         time.sleep(0.2)
@@ -102,17 +122,18 @@ def _wait(http: httpx.Client, job_id: str, statuses: set[str], timeout: float = 
     raise TimeoutError(f"{job_id} is still {job['status']}")
 
 
-def _dispatched(job_id: str) -> bool:
+def _dispatched(db_url: str, job_id: str) -> bool:
     from db.models import TrainingJob
-    from db.session import unit_of_work
+    from db.session import get_engine, unit_of_work
 
-    with unit_of_work() as session:
+    with unit_of_work(get_engine(db_url)) as session:
         job = session.get(TrainingJob, job_id)
         return job is not None and job.dispatched_at is not None
 
 
-def test_queued_jobs_survive_a_redis_restart(own_stack, team, make_team) -> None:  # type: ignore[no-untyped-def]
-    http = httpx.Client(base_url=own_stack.api_url, headers={"Authorization": f"Bearer {team.key}"}, timeout=30)
+def test_queued_jobs_survive_a_redis_restart(own_stack) -> None:  # type: ignore[no-untyped-def]
+    headers = {"Authorization": f"Bearer {own_stack.key}"}
+    http = httpx.Client(base_url=own_stack.api_url, headers=headers, timeout=30)
     file_id = http.post(
         "/files", files={"file": ("t.jsonl", jsonl(CHAT * 4))}, data={"purpose": "fine-tune"}
     ).json()["id"]
@@ -120,7 +141,7 @@ def test_queued_jobs_survive_a_redis_restart(own_stack, team, make_team) -> None
     os.kill(own_stack.worker.pid, signal.SIGSTOP)
     sent_before = _submit(http, file_id, "before")
     deadline = time.monotonic() + 30
-    while not _dispatched(sent_before):
+    while not _dispatched(own_stack.db_url, sent_before):
         assert time.monotonic() < deadline, "the dispatcher never sent the job"
         time.sleep(0.2)
 
@@ -141,14 +162,14 @@ def test_queued_jobs_survive_a_redis_restart(own_stack, team, make_team) -> None
     # Whichever message got through (the frozen worker may hold the first in memory; the job submitted during
     # the outage could only be sent from Postgres once Redis was back), each job trained exactly once.
     for job_id in (sent_before, sent_during):
-        assert _attempts(job_id) == 1
+        assert _attempts(own_stack.db_url, job_id) == 1
 
 
-def _attempts(job_id: str) -> int:
+def _attempts(db_url: str, job_id: str) -> int:
     from db.models import TrainingJob
-    from db.session import unit_of_work
+    from db.session import get_engine, unit_of_work
 
-    with unit_of_work() as session:
+    with unit_of_work(get_engine(db_url)) as session:
         job = session.get(TrainingJob, job_id)
         assert job is not None
         return job.attempts
