@@ -10,10 +10,8 @@ an idle worker. Reference measured in the same run: the POST's own round trip.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,10 +20,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import stack  # noqa: E402
 from cli import processes  # noqa: E402
 from tests import servers  # noqa: E402
 from tests.api.test_files import CHAT, jsonl  # noqa: E402
-from tests.fixtures.tiny_model import build_tiny_llama  # noqa: E402
 
 LONG = {"training": {"max_steps": 100_000, "logging_steps": 50, "max_seq_length": 64}, "quantization": "none"}
 
@@ -38,30 +36,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=30)
     args = parser.parse_args()
-    admin = servers.admin_postgres_url()
-    db_url = servers.create_database(admin)
-    redis_url = servers.test_redis_url(servers.redis_base_url())
-    data_dir = Path(tempfile.mkdtemp(prefix="tunepool-bench-"))
-    queue = "bench-" + db_url.rsplit("_", 1)[-1]
-    os.environ.update(
-        DATABASE_URL=db_url, REDIS_URL=redis_url, TUNEPOOL_DATA_DIR=str(data_dir), TUNEPOOL_QUEUE_NAME=queue
-    )
-    from api.services import teams
-    from core.registry import BaseModel, register_model
-    from db.migrate import upgrade
+    svc = stack.prepare()
     from db.repositories import jobs as jobs_repo
     from db.session import unit_of_work
 
-    upgrade(db_url)
-    model = build_tiny_llama(ROOT / "var" / "test-models" / "tiny-llama")
-    register_model(data_dir / "models.toml", BaseModel(name="tiny-llama", path=str(model)))
-    with unit_of_work() as session:
-        team = teams.create_team(session, "bench")
-        _, key = teams.create_api_key(session, team.id)
     env = processes.service_env(
-        db_url, redis_url, data_dir, TUNEPOOL_QUEUE_NAME=queue, TUNEPOOL_HEARTBEAT_SECONDS="0.5"
+        svc.db_url, svc.redis_url, svc.data_dir, TUNEPOOL_QUEUE_NAME=svc.queue, TUNEPOOL_HEARTBEAT_SECONDS="0.5"
     )
-    log_dir = data_dir / "log"
+    log_dir = svc.data_dir / "log"
     port = servers.free_port()
     procs = [
         processes.start_api(env, log_dir, port=port),
@@ -71,7 +53,7 @@ def main() -> None:
     ]
     try:
         processes.wait_http(f"http://127.0.0.1:{port}/healthz", proc=procs[0])
-        http = httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", headers={"Authorization": f"Bearer {key}"})
+        http = httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", headers={"Authorization": f"Bearer {svc.key}"})
         file_id = http.post("/files", files={"file": ("t.jsonl", jsonl(CHAT))}, data={"purpose": "fine-tune"}).json()[
             "id"
         ]
@@ -79,7 +61,7 @@ def main() -> None:
         claim, post = [], []
         for i in range(args.jobs + 2):
             t0 = time.time()
-            r = http.post("/fine_tuning/jobs", json={"model": "tiny-llama", "training_file": file_id, **LONG})
+            r = http.post("/fine_tuning/jobs", json={"model": stack.MODEL, "training_file": file_id, **LONG})
             t1 = time.time()
             job_id = r.json()["id"]
             started = None
@@ -105,7 +87,7 @@ def main() -> None:
         print(f"reference POST : p50 {p50:.0f} ms → submit→claim p50 is {c50 / p50:.1f}x the POST round trip")
     finally:
         processes.stop(procs)
-        servers.drop_database(admin, db_url)
+        svc.drop()
 
 
 def _wait_idle(http: httpx.Client, n: int) -> None:

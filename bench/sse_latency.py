@@ -16,7 +16,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,11 +25,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import stack  # noqa: E402
 from cli import processes  # noqa: E402
 from cli.sse import iter_sse  # noqa: E402
-from tests import servers  # noqa: E402
 from tests.e2e.test_stream import ROWS  # noqa: E402
-from tests.fixtures.tiny_model import build_tiny_llama  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:
@@ -47,7 +45,7 @@ def create_job(http: httpx.Client, steps: int) -> str:
     data = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
     file_id = http.post("/files", files={"file": ("t.jsonl", data)}, data={"purpose": "fine-tune"}).json()["id"]
     body = {
-        "model": "tiny-llama",
+        "model": stack.MODEL,
         "training_file": file_id,
         "hyperparameters": {"batch_size": 2},
         "quantization": "none",
@@ -146,27 +144,10 @@ def main() -> None:
     parser.add_argument("--watchers", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=1, help="Repeat the 0 / N watcher pair (then a final 0).")
     args = parser.parse_args()
-    admin = servers.admin_postgres_url()
-    db_url = servers.create_database(admin)
-    redis_url = servers.test_redis_url(servers.redis_base_url())
-    data_dir = Path(tempfile.mkdtemp(prefix="tunepool-bench-"))
-    queue = "bench-" + db_url.rsplit("_", 1)[-1]
-    os.environ.update(
-        DATABASE_URL=db_url, REDIS_URL=redis_url, TUNEPOOL_DATA_DIR=str(data_dir), TUNEPOOL_QUEUE_NAME=queue
-    )
-    from api.services import teams
-    from core.registry import BaseModel, register_model
-    from db.migrate import upgrade
-    from db.session import unit_of_work
-
-    upgrade(db_url)
-    model = build_tiny_llama(ROOT / "var" / "test-models" / "tiny-llama")
-    register_model(data_dir / "models.toml", BaseModel(name="tiny-llama", path=str(model)))
-    with unit_of_work() as session:
-        team = teams.create_team(session, "bench")
-        _, key = teams.create_api_key(session, team.id)
-    env = processes.service_env(db_url, redis_url, data_dir, TUNEPOOL_QUEUE_NAME=queue)
-    log_dir = data_dir / "log"
+    svc = stack.prepare()
+    env = processes.service_env(svc.db_url, svc.redis_url, svc.data_dir, TUNEPOOL_QUEUE_NAME=svc.queue)
+    key = svc.key
+    log_dir = svc.data_dir / "log"
     port = 8791
     procs = [processes.start_api(env, log_dir, port=port)]
     procs += [processes.start_dispatcher(env, log_dir), processes.start_worker(env, log_dir, "bench-1")]
@@ -193,7 +174,7 @@ def main() -> None:
             print(f"API CPU-s added by {args.watchers} watchers per job: {extra:.1f}")
     finally:
         processes.stop(procs)
-        servers.drop_database(admin, db_url)
+        svc.drop()
 
 
 if __name__ == "__main__":
