@@ -3,15 +3,20 @@
 1. Latency: a tiny-model job logs every step; one SSE watcher records when each `metrics` event arrives.
    Latency = arrival − the event row's created_at (the reporter's transaction start, same clock).
 2. Fan-out: the same job with 0, 100, 0 concurrent SSE watchers; training tokens/s (from the stored
-   per-step series) with 100 watchers as a ratio of the mean of the two 0-watcher runs, measured in this run.
+   per-step series) with 100 watchers as a ratio of the mean of the two 0-watcher runs, measured in this run,
+   and the API process's CPU seconds added per job and per watcher.
+3. --pin: the API, dispatcher and this process (the watchers' client side) on one CPU, the worker and its training
+   child on another, one torch thread. Then the ratio says whether watchers slow the worker itself, not whether
+   two busy processes share two cores; unpinned it says the latter.
 
-    .venv/bin/python bench/sse_latency.py [--steps 300] [--watchers 100]
+    .venv/bin/python bench/sse_latency.py [--steps 300] [--watchers 100] [--rounds 1] [--pin]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -35,6 +40,21 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc), robust to other load on the machine."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of a process onto `cpus` (sched_setaffinity sets one thread; later children inherit)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def split_cpus() -> tuple[set[int], set[int]]:
+    """(service side, worker side): two disjoint CPUs out of those this process may use."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs two CPUs")
+    return {cpus[0]}, {cpus[1]}
 
 
 def pct(xs: list[float], q: int) -> float:
@@ -117,9 +137,9 @@ async def _watch(base_url: str, key: str, job_id: str, n: int, ready: threading.
 
 def run_with_watchers(
     http: httpx.Client, base_url: str, key: str, steps: int, watchers: int, api_pid: int
-) -> tuple[float, float]:
-    """(training tokens/s, API CPU seconds) of one job watched by `watchers` SSE clients."""
-    cpu0 = cpu_seconds(api_pid)
+) -> tuple[float, float, float]:
+    """(training tokens/s, API CPU seconds, wall seconds) of one job watched by `watchers` SSE clients."""
+    cpu0, started = cpu_seconds(api_pid), time.monotonic()
     job_id = create_job(http, steps)
     if watchers:
         ready = threading.Event()
@@ -135,7 +155,7 @@ def run_with_watchers(
         deadline = time.monotonic() + 10
         while httpx.get(health).json()["watchers"] and time.monotonic() < deadline:
             time.sleep(0.2)
-    return tokens_per_s(job_id), cpu_seconds(api_pid) - cpu0
+    return tokens_per_s(job_id), cpu_seconds(api_pid) - cpu0, time.monotonic() - started
 
 
 def main() -> None:
@@ -143,35 +163,59 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--watchers", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=1, help="Repeat the 0 / N watcher pair (then a final 0).")
+    parser.add_argument("--pin", action="store_true", help="Service side on one CPU, worker + trainer on another.")
     args = parser.parse_args()
     svc = stack.prepare()
     env = processes.service_env(svc.db_url, svc.redis_url, svc.data_dir, TUNEPOOL_QUEUE_NAME=svc.queue)
     key = svc.key
     log_dir = svc.data_dir / "log"
     port = 8791
-    procs = [processes.start_api(env, log_dir, port=port)]
-    procs += [processes.start_dispatcher(env, log_dir), processes.start_worker(env, log_dir, "bench-1")]
+    if args.pin:
+        service_cpus, worker_cpus = split_cpus()
+        os.sched_setaffinity(0, service_cpus)  # the API and dispatcher spawned below inherit it
+        print(f"mode: pinned (API, dispatcher, watchers on CPU {service_cpus}; worker + trainer on {worker_cpus})")
+    else:
+        print(f"mode: unpinned (all processes share CPUs {sorted(os.sched_getaffinity(0))})")
+    procs = [processes.start_api(env, log_dir, port=port), processes.start_dispatcher(env, log_dir)]
+    # One torch thread when the trainer has one CPU: more would only contend with each other.
+    worker_env = {**env, "OMP_NUM_THREADS": "1"} if args.pin else env
+    procs.append(processes.start_worker(worker_env, log_dir, "bench-1"))
+    if args.pin:
+        pin(procs[-1].pid, worker_cpus)  # its training child (spawned per job) inherits this
     base_url = f"http://127.0.0.1:{port}/v1"
     try:
         processes.wait_http(f"http://127.0.0.1:{port}/healthz", proc=procs[0])
+        if args.pin:
+            pin(procs[-1].pid, worker_cpus)  # threads the worker started since
         with httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
             latencies = measure_latency(http, args.steps)
             print(
                 f"latency worker step → SSE client over {len(latencies)} metrics events: "
                 f"p50 {pct(latencies, 50):.1f} ms, p95 {pct(latencies, 95):.1f} ms, max {max(latencies):.1f} ms"
             )
-            plain: list[tuple[float, float]] = []
-            watched: list[tuple[float, float]] = []
+            plain: list[tuple[float, float, float]] = []
+            watched: list[tuple[float, float, float]] = []
             for watchers in [0, args.watchers] * args.rounds + [0]:
-                tps, cpu = run_with_watchers(http, base_url, key, args.steps, watchers, procs[0].pid)
-                (watched if watchers else plain).append((tps, cpu))
-                print(f"  {watchers:>3} watchers: {tps:,.1f} training tokens/s, API used {cpu:.1f} CPU-s")
-            ref = statistics.mean(t for t, _ in plain)
-            ratio = statistics.mean(t for t, _ in watched) / ref
-            runs = f"without: {[round(t, 1) for t, _ in plain]}, with: {[round(t, 1) for t, _ in watched]}"
+                tps, cpu, wall = run_with_watchers(http, base_url, key, args.steps, watchers, procs[0].pid)
+                (watched if watchers else plain).append((tps, cpu, wall))
+                print(
+                    f"  {watchers:>3} watchers: {tps:,.1f} training tokens/s, API used {cpu:.1f} CPU-s in {wall:.0f} s"
+                )
+            ref = statistics.mean(t for t, _, _ in plain)
+            ratio = statistics.mean(t for t, _, _ in watched) / ref
+            runs = f"without: {[round(t, 1) for t, _, _ in plain]}, with: {[round(t, 1) for t, _, _ in watched]}"
             print(f"tokens/s with {args.watchers} watchers / without: {ratio:.3f} ({runs})")
-            extra = statistics.mean(c for _, c in watched) - statistics.mean(c for _, c in plain)
-            print(f"API CPU-s added by {args.watchers} watchers per job: {extra:.1f}")
+            extra = statistics.mean(c for _, c, _ in watched) - statistics.mean(c for _, c, _ in plain)
+            print(f"API CPU-s added by {args.watchers} watchers per job: {extra:.2f}")
+            # The API also spends CPU per second of a job (status polls, health checks): on a busy machine a
+            # watched job may take longer for other reasons, so also subtract that rate, taken from the 0 runs.
+            idle_rate = sum(c for _, c, _ in plain) / sum(w for _, _, w in plain)
+            per_watcher = statistics.mean(c - idle_rate * w for _, c, w in watched) / args.watchers
+            print(
+                f"API CPU-ms per job per watcher: {extra / args.watchers * 1000:.1f} "
+                f"({per_watcher * 1000:.1f} beyond the 0-watcher rate of {idle_rate * 1000:.1f} CPU-ms/s)"
+            )
+            print(f"mode: {'pinned' if args.pin else 'unpinned'}")
     finally:
         processes.stop(procs)
         svc.drop()

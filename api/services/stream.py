@@ -78,27 +78,35 @@ class Feed:
     task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        """Refresh from Postgres whenever woken (a Redis message) or every POLL_SECONDS."""
+        """Refresh from Postgres whenever woken (a Redis message) or every POLL_SECONDS.
+
+        Watchers are woken on new events and on every poll: that tick is their clock for pings, so a waiting
+        watcher holds no timer of its own (a hundred of them re-arming one per event cost the API real CPU).
+        """
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
+            polled = False
+            try:
+                async with asyncio.timeout(POLL_SECONDS):
+                    await self.wake.wait()
+            except TimeoutError:
+                polled = True
             self.wake.clear()
             try:
                 new = await asyncio.to_thread(_read_events, self.job_id, self.last_seq)
             except Exception as exc:  # a database blip: the next wake or poll retries
                 log.warning("stream feed %s: %s", self.job_id, exc)
-                continue
-            if not new:
-                continue
+                new = []
             for item in new:
                 if len(self.buffer) == self.buffer.maxlen:
                     self.floor = self.buffer[0].seq
                 self.buffer.append(item)
-            self.last_seq = new[-1].seq
+            if new:
+                self.last_seq = new[-1].seq
             if len(new) == REPLAY_BATCH:
                 self.wake.set()  # more are waiting
-            self.changed.set()
-            self.changed = asyncio.Event()
+            if new or polled:
+                self.changed.set()
+                self.changed = asyncio.Event()
 
 
 class EventHub:
@@ -192,58 +200,84 @@ def watcher_count() -> int:
 
 
 async def stream_job(job_id: str, after: int) -> AsyncIterator[bytes]:
-    """SSE frames for one watcher: replay after `after`, then live, then `end` once the job is terminal."""
+    """SSE frames for one watcher: replay after `after`, then live, then `end` once the job is terminal.
+
+    Each wake yields everything pending as one chunk: one send through the ASGI stack and one socket write per
+    watcher, however many events arrived. A hundred watchers of a job pay this per event, so it is kept lean.
+    """
     the_hub = hub()
+    loop = the_hub.loop
     feed = await the_hub.join(job_id)
     try:
         sent = after
-        async for frame, seq, done in _replay(job_id, sent):
+        async for chunk, seq, done in _replay(job_id, sent):
             sent = seq
-            yield frame
+            yield chunk
             if done:
                 return
+        wrote = loop.time()  # when this watcher last got bytes: a ping follows PING_SECONDS of silence
         while True:
             changed = feed.changed
             if sent < feed.floor:  # fell out of the buffer: catch up from Postgres
-                async for frame, seq, done in _replay(job_id, sent):
+                async for chunk, seq, done in _replay(job_id, sent):
                     sent = seq
-                    yield frame
+                    yield chunk
                     if done:
                         return
+                wrote = loop.time()
                 continue
-            pending = [item for item in feed.buffer if item.seq > sent]
-            for item in pending:
-                yield item.frame
-                sent = item.seq
-                if item.status and JobStatus(item.status).is_terminal:
-                    # Events of the same transaction follow the status; send them, then `end`.
-                    async for frame, _, _ in _replay(job_id, sent):
-                        yield frame
-                    return
+            pending = _newer(feed.buffer, sent)
             if pending:
-                continue
-            try:
-                await asyncio.wait_for(changed.wait(), PING_SECONDS)
-            except TimeoutError:
+                terminal = next((i for i, item in enumerate(pending) if _is_terminal(item)), None)
+                if terminal is None:
+                    sent = pending[-1].seq
+                    yield b"".join(item.frame for item in pending)
+                    wrote = loop.time()
+                    continue
+                # Events of the status's transaction may follow it: send them from Postgres, then `end`.
+                sent = pending[terminal].seq
+                yield b"".join(item.frame for item in pending[: terminal + 1])
+                async for chunk, _, _ in _replay(job_id, sent):
+                    yield chunk
+                return
+            if loop.time() - wrote >= PING_SECONDS:
                 yield b": ping\n\n"
+                wrote = loop.time()
                 status, _ = await asyncio.to_thread(_job_state, job_id)
                 if JobStatus(status).is_terminal:  # finished without a status event (older rows)
-                    async for frame, _, _ in _replay(job_id, sent):
-                        yield frame
+                    async for chunk, _, _ in _replay(job_id, sent):
+                        yield chunk
                     return
+            await changed.wait()  # new events, or the feed's poll tick (no timer per watcher)
     finally:
         the_hub.leave(feed)
 
 
+def _newer(buffer: deque[StreamEvent], after: int) -> list[StreamEvent]:
+    """Buffered events with seq > after, oldest first; walks back from the newest, so a watcher that is up to
+    date pays for the new events only, not for the whole buffer."""
+    newer = []
+    for item in reversed(buffer):
+        if item.seq <= after:
+            break
+        newer.append(item)
+    newer.reverse()
+    return newer
+
+
+def _is_terminal(item: StreamEvent) -> bool:
+    return item.status is not None and JobStatus(item.status).is_terminal
+
+
 async def _replay(job_id: str, after: int) -> AsyncIterator[tuple[bytes, int, bool]]:
-    """Stored events after `after`, then `end` (done=True) when the job is terminal."""
+    """Stored events after `after`, a batch per chunk, then `end` (done=True) when the job is terminal."""
     sent = after
     while True:
         status, _ = await asyncio.to_thread(_job_state, job_id)
         batch = await asyncio.to_thread(_read_events, job_id, sent)
-        for item in batch:
-            sent = item.seq
-            yield item.frame, sent, False
+        if batch:
+            sent = batch[-1].seq
+            yield b"".join(item.frame for item in batch), sent, False
         if len(batch) < REPLAY_BATCH:
             break
     if JobStatus(status).is_terminal:

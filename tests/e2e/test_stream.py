@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -143,3 +144,30 @@ def test_stream_of_an_unknown_or_foreign_job_is_404(http, running_service, make_
                 assert r.status_code == 404 and r.json()["error"]["param"] == "fine_tuning_job_id"
     # The owner still gets the (finished) stream: replay, then `end`.
     assert read_stream(http, job_id)[-1].data == {"status": "cancelled"}
+
+
+def test_a_silent_stream_still_pings(http, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A watcher of a paused job (no new events) still gets keep-alive comments: the feed's poll is their clock."""
+    from api.services import stream
+
+    job_id = create_job(http, max_steps=300)
+    deadline = time.monotonic() + 300
+    while http.get(f"/fine_tuning/jobs/{job_id}").json()["progress"]["step"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert http.post(f"/fine_tuning/jobs/{job_id}/pause").status_code == 200
+    while (status := http.get(f"/fine_tuning/jobs/{job_id}").json()["status"]) != "paused":
+        assert status not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline
+        time.sleep(0.2)
+    monkeypatch.setattr(stream, "PING_SECONDS", 0.5)
+    monkeypatch.setattr(stream, "POLL_SECONDS", 0.2)
+
+    async def first_live_chunk(after: int) -> bytes:
+        frames = stream.stream_job(job_id, after)
+        try:
+            return await asyncio.wait_for(anext(frames), 10)
+        finally:
+            await frames.aclose()
+
+    assert asyncio.run(first_live_chunk(all_event_seqs(http, job_id)[-1])) == b": ping\n\n"
+    http.post(f"/fine_tuning/jobs/{job_id}/cancel")
