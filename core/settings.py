@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     worker_lost_seconds: float = Field(
         default=30.0, gt=0, description="Heartbeat silence that marks a worker lost."
     )
+    max_attempts: int = Field(
+        default=3, ge=1, le=100, description="A job whose worker is lost this many times fails (error worker_lost)."
+    )
     dispatch_poll_seconds: float = Field(default=1.0, gt=0, description="Dispatcher's fallback poll period.")
     redispatch_after_seconds: float = Field(
         default=60.0, gt=0, description="A queued job's message unclaimed this long is sent again (it may be lost)."

@@ -90,7 +90,8 @@ class TrainingJob(Base):
     tokens_per_s: Mapped[float | None] = mapped_column(Float)
     estimated_finish: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker_id: Mapped[str | None] = mapped_column(String(128))
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims; fences a lost worker's late writes
+    worker_losses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     pause_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

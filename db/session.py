@@ -11,6 +11,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.settings import get_settings
 
+# An unreachable server (down, or its packets dropped) fails a connect within seconds instead of TCP's minutes, and
+# a request on a pooled connection whose server vanished fails once its bytes go unacknowledged this long: a
+# worker training through a database outage must not stall on either.
+CONNECT_ARGS = {"connect_timeout": 5, "tcp_user_timeout": 15_000}  # seconds; milliseconds (libpq)
+
 
 @lru_cache
 def get_engine(url: str | None = None) -> Engine:
@@ -19,7 +24,7 @@ def get_engine(url: str | None = None) -> Engine:
     url = url or settings.database_url
     if not url:
         settings.require_servers()
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=CONNECT_ARGS)
 
 
 def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:

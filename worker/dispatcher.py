@@ -23,6 +23,7 @@ from core.tasks import RUN_JOB_TASK, dispatch_doorbell, gpu_queue, worker_queue
 from db.models import TeamQuota
 from db.repositories import events, files, jobs, quotas, usage, webhooks, workers
 from db.session import unit_of_work
+from worker import dbretry, reaper
 from worker import webhooks as webhooks_sender
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,9 @@ def dispatch(send: Sender) -> list[str]:
     now = datetime.now(UTC)
     with unit_of_work() as session:
         # A queued job whose message sat this long unclaimed goes back to placement: its message may be lost.
-        jobs.requeue_unclaimed(session, now - timedelta(seconds=settings.redispatch_after_seconds))
+        resent = jobs.requeue_unclaimed(session, now - timedelta(seconds=settings.redispatch_after_seconds))
+        if resent:
+            log.warning("placing again jobs whose message went unclaimed: %s", resent)
         workers.release_stale_reservations(session)
         usage.close_orphans(session)
         idle = workers.lock_idle_workers(
@@ -144,14 +147,23 @@ def run_forever() -> None:
     send = Sender()
     webhooks_sender.start_thread()  # signed webhook deliveries from the outbox, beside dispatching
     log.info("dispatcher running")
+    # Workers cannot beat while Postgres is down (or before we watched them): judge silence only after seeing
+    # the database up for a whole `worker_lost_seconds`, or an outage would re-queue every running job.
+    watching_since = time.monotonic()
     while True:
         try:
             validate_new_jobs()
+            if time.monotonic() - watching_since >= settings.worker_lost_seconds:
+                reaper.requeue_lost_jobs()  # before placing, so a lost worker's job is placed again this round
             sent = dispatch(send)
             if sent:
                 log.info("dispatched %s", sent)
-        except Exception:
-            log.exception("dispatch round failed; retrying")
+        except Exception as exc:
+            if dbretry.is_outage(exc):  # expected while Postgres restarts: one line, not a traceback a second
+                log.warning("database unreachable (%s); retrying", type(exc).__name__)
+            else:
+                log.exception("dispatch round failed; retrying")
+            watching_since = time.monotonic()
             time.sleep(settings.dispatch_poll_seconds)
             continue
         try:

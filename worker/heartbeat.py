@@ -15,6 +15,7 @@ from core.settings import get_settings
 from core.tasks import gpu_queue, worker_queue
 from db.repositories import workers
 from db.session import unit_of_work
+from worker import reaper
 
 log = logging.getLogger(__name__)
 _stop = threading.Event()
@@ -84,6 +85,9 @@ def _loop() -> None:
 
 def start() -> None:
     global _thread
+    recovered = reaper.recover_restarted_worker(worker_id())
+    if recovered:
+        log.warning("re-queued jobs this worker was running before it restarted: %s", recovered)
     beat()
     _thread = threading.Thread(target=_loop, name="heartbeat", daemon=True)
     _thread.start()

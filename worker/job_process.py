@@ -1,4 +1,4 @@
-"""Child process that trains one job: `python -m worker.job_process JOB_ID WORKDIR`.
+"""Child process that trains one job: `python -m worker.job_process JOB_ID WORKDIR [ATTEMPT]`.
 
 It writes WORKDIR/result.json; the parent (worker.runner) records the outcome from it.
 """
@@ -21,12 +21,14 @@ from db.models import Artifact
 from db.repositories import files, jobs, metrics
 from db.session import unit_of_work
 from worker.archive import fetch, fetch_dir, publish_dir
+from worker.dbretry import OUTAGE_PATIENCE_SECONDS
 from worker.reporter import DatabaseReporter, trainer_checkpoints
 
 log = logging.getLogger("worker.job_process")
 
 
-def main(job_id: str, workdir: Path) -> dict[str, Any]:
+def main(job_id: str, workdir: Path, attempt: int | None = None) -> dict[str, Any]:
+    """Train the job; with `attempt` (the parent's claim) every write is refused once another claim took over."""
     from worker.training.recipe import (
         TrainingCancelled,
         TrainingError,
@@ -45,53 +47,54 @@ def main(job_id: str, workdir: Path) -> dict[str, Any]:
         valid = files.get_file_any_team(session, job.validation_file_id) if job.validation_file_id else None
         model_name, team_id = job.model, job.team_id
         checkpoints = trainer_checkpoints(session, job_id)
-    reporter = DatabaseReporter(job_id, team_id, store, settings.checkpoints_keep)
-    model = load_registry(settings.resolved_model_registry).get(model_name)
-    if model is None:
-        return _failed(
-            "model_not_found", f"model {model_name!r} is no longer in the registry", ErrorSide.USER, "model"
-        )
-    assert train is not None
-    paths = TrainingPaths(
-        base_model=Path(model.source),
-        train_file=fetch(store, train.storage_key, workdir / "train.jsonl"),
-        valid_file=fetch(store, valid.storage_key, workdir / "valid.jsonl") if valid else None,
-        output_dir=workdir / "out",
-        resume_from=_resume_point(store, checkpoints[-1], workdir, reporter) if checkpoints else None,
-    )
+        attempt = job.attempts if attempt is None else attempt
+    reporter = DatabaseReporter(job_id, team_id, store, settings.checkpoints_keep, attempt=attempt)
     try:
-        result = run_training(spec, paths, reporter, device=settings.device)
-    except TrainingCancelled:
-        return {"status": "cancelled"}
-    except TrainingPaused as exc:
-        return {"status": "paused", "step": exc.step}
-    except TrainingError as exc:
-        return _failed(
-            exc.code, str(exc), ErrorSide.USER if exc.code != "out_of_memory" else ErrorSide.SYSTEM
-        )
-    reporter.event("Publishing artifacts")
-    final = result.final_metrics.model_dump(exclude_none=True) if result.final_metrics else {}
-    published: list[dict[str, Any]] = []
-    try:
-        # Always stored: the adapter is the final checkpoint even when only `merged` was asked for.
-        adapter = publish_dir(
-            store, result.adapter_dir, f"artifacts/{team_id}/{job_id}/adapter.tar", "adapter.tar"
-        )
-        if "adapter" in spec.artifacts:
-            published.append({**adapter, "kind": ArtifactKind.ADAPTER.value, "metrics": final})
-        published.append(
-            {**adapter, "kind": ArtifactKind.CHECKPOINT.value, "step": result.steps, "metrics": final}
-        )
-        if result.merged_dir is not None:
-            merged = publish_dir(
-                store, result.merged_dir, f"artifacts/{team_id}/{job_id}/merged.tar", "merged.tar"
+        model = load_registry(settings.resolved_model_registry).get(model_name)
+        if model is None:
+            return _failed(
+                "model_not_found", f"model {model_name!r} is no longer in the registry", ErrorSide.USER, "model"
             )
-            published.append({**merged, "kind": ArtifactKind.MERGED.value, "metrics": final})
-    except (OSError, StorageError) as exc:
-        for a in published:
-            store.delete(a["storage_key"])
-        return _failed("storage_error", f"could not publish artifacts: {exc}", ErrorSide.SYSTEM)
-    return {"status": "succeeded", "artifacts": published, "trained_tokens": result.trained_tokens}
+        assert train is not None
+        paths = TrainingPaths(
+            base_model=Path(model.source),
+            train_file=fetch(store, train.storage_key, workdir / "train.jsonl"),
+            valid_file=fetch(store, valid.storage_key, workdir / "valid.jsonl") if valid else None,
+            output_dir=workdir / "out",
+            resume_from=_resume_point(store, checkpoints[-1], workdir, reporter) if checkpoints else None,
+        )
+        if not checkpoints:  # lost before its first checkpoint: every step trains again
+            _forget_steps_after(job_id, 0)
+        try:
+            result = run_training(spec, paths, reporter, device=settings.device)
+        except TrainingCancelled:
+            return {"status": "cancelled"}
+        except TrainingPaused as exc:
+            return {"status": "paused", "step": exc.step}
+        except TrainingError as exc:
+            return _failed(exc.code, str(exc), ErrorSide.USER if exc.code != "out_of_memory" else ErrorSide.SYSTEM)
+        reporter.event("Publishing artifacts")
+        final = result.final_metrics.model_dump(exclude_none=True) if result.final_metrics else {}
+        published: list[dict[str, Any]] = []
+        try:
+            # Always stored: the adapter is the final checkpoint even when only `merged` was asked for.
+            adapter = publish_dir(store, result.adapter_dir, f"artifacts/{team_id}/{job_id}/adapter.tar", "adapter.tar")
+            if "adapter" in spec.artifacts:
+                published.append({**adapter, "kind": ArtifactKind.ADAPTER.value, "metrics": final})
+            published.append({**adapter, "kind": ArtifactKind.CHECKPOINT.value, "step": result.steps, "metrics": final})
+            if result.merged_dir is not None:
+                merged = publish_dir(store, result.merged_dir, f"artifacts/{team_id}/{job_id}/merged.tar", "merged.tar")
+                published.append({**merged, "kind": ArtifactKind.MERGED.value, "metrics": final})
+        except (OSError, StorageError) as exc:
+            for a in published:
+                store.delete(a["storage_key"])
+            return _failed("storage_error", f"could not publish artifacts: {exc}", ErrorSide.SYSTEM)
+        return {"status": "succeeded", "artifacts": published, "trained_tokens": result.trained_tokens}
+    finally:
+        # Steps logged while the database was unreachable wait in memory: write them before the parent records the
+        # outcome (after which this claim's writes are refused) and before this process exits with them.
+        if not reporter.flush(OUTAGE_PATIENCE_SECONDS):
+            log.error("job %s: the database stayed unreachable; some metrics and events were not stored", job_id)
 
 
 def _resume_point(store: ObjectStore, checkpoint: Artifact, workdir: Path, reporter: DatabaseReporter) -> Path:
@@ -99,18 +102,22 @@ def _resume_point(store: ObjectStore, checkpoint: Artifact, workdir: Path, repor
     dest = workdir / "resume" / f"checkpoint-{checkpoint.step}"
     shutil.rmtree(dest.parent, ignore_errors=True)
     fetch_dir(store, checkpoint.storage_key, dest)
-    step = checkpoint.step or 0
-    with unit_of_work() as session:
-        # Steps after the checkpoint (a lost worker's last minutes) train again: keep each step once.
-        dropped = metrics.delete_metrics_after(session, checkpoint.job_id, step)
-        jobs.update_job(session, checkpoint.job_id, step=step)
-    if dropped:
-        log.info("dropped %d metrics events after step %d; they will be trained again", dropped, step)
+    _forget_steps_after(checkpoint.job_id, checkpoint.step or 0)
     reporter.event(
         f"Resuming from the checkpoint at step {checkpoint.step}",
         {"step": checkpoint.step, "artifact_id": checkpoint.id},
     )
     return dest
+
+
+def _forget_steps_after(job_id: str, step: int) -> None:
+    """Steps after `step` (a lost worker's last minutes) train again: drop their rows and events, so that each step
+    is stored and streamed once."""
+    with unit_of_work() as session:
+        dropped = metrics.delete_metrics_after(session, job_id, step)
+        jobs.update_job(session, job_id, step=step)
+    if dropped:
+        log.info("dropped %d metrics events after step %d; they will be trained again", dropped, step)
 
 
 def _failed(code: str, message: str, side: ErrorSide, param: str | None = None) -> dict[str, Any]:
@@ -123,8 +130,9 @@ def _failed(code: str, message: str, side: ErrorSide, param: str | None = None) 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     job, work = sys.argv[1], Path(sys.argv[2])
+    claim = int(sys.argv[3]) if len(sys.argv) > 3 else None
     try:
-        outcome = main(job, work)
+        outcome = main(job, work, claim)
     except Exception as exc:  # anything unexpected is the system's fault, recorded rather than lost
         log.exception("training failed")
         outcome = _failed("internal_error", f"{type(exc).__name__}: {exc}", ErrorSide.SYSTEM)

@@ -1,14 +1,21 @@
 """The recipe's reporter in a worker: logged steps become metrics rows, events and job progress; checkpoints
-become stored artifacts. Each write is one short transaction; its events are published after the commit."""
+become stored artifacts. Each write is one short transaction; its events are published after the commit.
+
+While the database is unreachable (a restart, a failover) training goes on: writes wait in memory, in order,
+and are written once it answers again (tried with backoff, so a down database costs a step nothing).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from core.enums import ArtifactKind
@@ -19,43 +26,73 @@ from db.models import Artifact
 from db.repositories import artifacts, events, jobs, metrics
 from db.session import unit_of_work
 from worker.archive import publish_dir
+from worker.dbretry import Backoff, is_outage
 
 log = logging.getLogger(__name__)
 STOP_CHECK_SECONDS = 1.0
 CHECKPOINT_PREFIX = "checkpoint-"  # trainer checkpoints' filenames; the final adapter's is adapter.tar
+# A refused connection costs a step a millisecond: try again soon, so the writes land soon after the database is back.
+RETRY_CAP_SECONDS = 2.0
+# After a failed try that hung (a connect timing out), wait this many times as long before the next: a database that
+# drops packets then holds training up a fifth of the time at most, not on every step.
+SLOW_FAILURE_WAIT_FACTOR = 4.0
+
+
+@dataclass
+class _Write:
+    """One transaction owed to the database: an event, with the metrics row, job progress or checkpoint it reports."""
+
+    message: str
+    type: str = "message"
+    data: dict[str, Any] | None = None
+    metric: dict[str, Any] | None = None  # a job_metric row
+    progress: dict[str, Any] | None = None  # job columns; only the newest pending write keeps them
+    checkpoint: dict[str, Any] | None = None  # an artifact row's columns; its bytes are stored already
+    # After the commit: stored objects that no row points at any more.
+    unreferenced: list[str] = field(default_factory=list)
+    # The event a failed try inserted. A commit that failed may still have landed; its seq tells.
+    tried_seq: int | None = None
 
 
 class DatabaseReporter:
     """Writes in short transactions; never holds a session across training."""
 
-    def __init__(self, job_id: str, team_id: str, store: ObjectStore, keep_checkpoints: int = 3) -> None:
+    def __init__(
+        self,
+        job_id: str,
+        team_id: str,
+        store: ObjectStore,
+        keep_checkpoints: int = 3,
+        attempt: int | None = None,
+        engine: Engine | None = None,
+    ) -> None:
         self.job_id = job_id
         self.team_id = team_id
         self.store = store
         self.keep_checkpoints = keep_checkpoints
+        self.attempt = attempt  # the claim this process trains for; None: unfenced (tests, tools)
+        self.engine = engine  # None: the configured database
         self._last_stop_check = 0.0
         self._stop: str | None = None
         self._pace_start: tuple[float, int] | None = None  # (time, step) of this process's first logged step
+        self._pending: deque[_Write] = deque()  # oldest first
+        self._backoff = Backoff(cap=RETRY_CAP_SECONDS)
+        self._retry_at = 0.0  # monotonic time before which the database is not tried again
+        self._down_since: float | None = None  # monotonic time the outage was noticed
+        self._delayed = 0  # writes that waited for the database in this outage
 
     def metrics(self, m: StepMetrics) -> None:
         values = m.model_dump()
-        with unit_of_work() as session:
-            metrics.upsert_metric(session, self.job_id, values)
-            events.add_event(
-                session,
-                self.job_id,
-                f"Step {m.step}/{m.total_steps}: training loss={_fmt(m.train_loss)}",
-                type="metrics",
-                data=values,
-            )
-            jobs.update_job(
-                session,
-                self.job_id,
-                step=m.step,
-                total_steps=m.total_steps,
-                tokens_per_s=m.tokens_per_s,
-                estimated_finish=self._eta(m),
-            )
+        progress = {
+            "step": m.step,
+            "total_steps": m.total_steps,
+            "tokens_per_s": m.tokens_per_s,
+            "estimated_finish": self._eta(m),
+        }
+        for older in self._pending:  # the job row shows the newest step only
+            older.progress = None
+        message = f"Step {m.step}/{m.total_steps}: training loss={_fmt(m.train_loss)}"
+        self._write(_Write(message, type="metrics", data=values, metric=values, progress=progress))
 
     def _eta(self, m: StepMetrics) -> datetime | None:
         """Now + remaining steps × the step time measured in this run (model loading and a resume excluded)."""
@@ -70,8 +107,7 @@ class DatabaseReporter:
         return datetime.now(UTC) + timedelta(seconds=per_step * (m.total_steps - m.step))
 
     def event(self, message: str, data: dict[str, Any] | None = None) -> None:
-        with unit_of_work() as session:
-            events.add_event(session, self.job_id, message, data=data)
+        self._write(_Write(message, data=data))
 
     def checkpoint(self, step: int, path: Path, m: StepMetrics | None) -> None:
         """Store the checkpoint dir as a `checkpoint` artifact; keep the newest N plus the best by valid_loss."""
@@ -79,48 +115,150 @@ class DatabaseReporter:
         stored = publish_dir(self.store, path, key, f"{CHECKPOINT_PREFIX}{step}.tar")
         values = m.model_dump(exclude_none=True) if m else {}
         values.pop("step", None)
-        with unit_of_work() as session:
-            existing = trainer_checkpoints(session, self.job_id)
-            for old in existing:
-                if old.step == step:  # the step ran again after a resume: the new checkpoint replaces it
-                    artifacts.delete_artifact(session, old.id)
-            kept = [a for a in existing if a.step != step]
-            row = artifacts.add_artifact(
-                session,
-                Artifact(
-                    id=new_id("art"),
-                    job_id=self.job_id,
-                    team_id=self.team_id,
-                    kind=ArtifactKind.CHECKPOINT.value,
-                    step=step,
-                    metrics=values,
-                    **stored,
-                ),
-            )
-            events.add_event(
-                session,
-                self.job_id,
-                f"Checkpoint saved at step {step}",
-                type="checkpoint",
-                data={"step": step, "artifact_id": row.id, "bytes": row.bytes, "metrics": values},
-            )
-            doomed = checkpoints_to_drop([*kept, row], self.keep_checkpoints)
-            for old in doomed:
-                artifacts.delete_artifact(session, old.id)
-        for old in doomed:  # after the commit: a row never points at deleted bytes
-            try:
-                self.store.delete(old.storage_key)
-            except Exception as exc:  # an orphaned object wastes space; it must not fail the job
-                log.warning("could not delete %s: %s", old.storage_key, exc)
+        row = {
+            "id": new_id("art"),
+            "job_id": self.job_id,
+            "team_id": self.team_id,
+            "kind": ArtifactKind.CHECKPOINT.value,
+            "step": step,
+            "metrics": values,
+            **stored,
+        }
+        data = {"step": step, "artifact_id": row["id"], "bytes": row["bytes"], "metrics": values}
+        self._write(_Write(f"Checkpoint saved at step {step}", type="checkpoint", data=data, checkpoint=row))
 
     def should_stop(self) -> str | None:
-        """"cancel" or "pause" once the user asked for it (checked in the database at most once a second)."""
+        """What training must do: "cancel" or "pause" once the user asked for it, "lost" once another claim took the
+        job over (checked in the database at most once a second; while it is unreachable, the last answer stands)."""
+        self._drain()
         now = time.monotonic()
-        if self._stop is None and now - self._last_stop_check >= STOP_CHECK_SECONDS:
+        if self._stop is None and now - self._last_stop_check >= STOP_CHECK_SECONDS and now >= self._retry_at:
             self._last_stop_check = now
-            with unit_of_work() as session:
-                self._stop = jobs.stop_request(session, self.job_id)
+            try:
+                with unit_of_work(self.engine) as session:
+                    self._stop = jobs.stop_request(session, self.job_id, self.attempt)
+            except Exception as exc:
+                if not is_outage(exc):
+                    raise
+                self._unreachable(exc, now)
+            else:
+                if not self._pending:
+                    self._reachable()
         return self._stop
+
+    def flush(self, patience_s: float) -> bool:
+        """Write everything still pending, waiting up to `patience_s` for the database; False if writes were lost."""
+        deadline = time.monotonic() + patience_s
+        while not self._drain():
+            now = time.monotonic()
+            if now >= deadline:
+                lost = len(self._pending)
+                log.error("database unreachable; %d writes of job %s (metrics, events) are lost", lost, self.job_id)
+                self._pending.clear()
+                return False
+            self._retry_at = min(self._retry_at, deadline)
+            time.sleep(max(self._retry_at - now, 0.0))
+        return True
+
+    # ------------------------------------------------------------------ writing
+
+    def _write(self, write: _Write) -> None:
+        self._pending.append(write)
+        if not self._drain():
+            self._delayed += 1
+
+    def _drain(self) -> bool:
+        """Commit pending writes oldest first; False while the database is unreachable (the rest keep waiting)."""
+        if not self._pending:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        while self._pending:
+            started = time.monotonic()
+            try:
+                self._commit(self._pending[0])
+            except Exception as exc:
+                if not is_outage(exc):
+                    self._pending.popleft()  # a bug, not an outage: trying it again would fail again
+                    raise
+                self._unreachable(exc, started)
+                return False
+            self._pending.popleft()
+        self._reachable()
+        return True
+
+    def _commit(self, write: _Write) -> None:
+        with unit_of_work(self.engine) as session:
+            seq = write.tried_seq
+            if seq is not None and events.event_exists(session, self.job_id, seq, write.message):
+                log.info("a write whose commit failed had landed after all: %s", write.message)
+            elif self._owned(session):
+                write.tried_seq = self._apply(session, write)
+            elif write.checkpoint is not None:  # refused: no row will point at its stored bytes
+                write.unreferenced = [write.checkpoint["storage_key"]]
+        for key in write.unreferenced:  # after the commit: a row never points at deleted bytes
+            try:
+                self.store.delete(key)
+            except Exception as exc:  # an orphaned object wastes space; it must not fail the job
+                log.warning("could not delete %s: %s", key, exc)
+
+    def _apply(self, session: Session, write: _Write) -> int:
+        """The write's statements; the seq of the event it adds."""
+        if write.metric is not None:
+            metrics.upsert_metric(session, self.job_id, write.metric)
+        if write.checkpoint is not None:
+            write.unreferenced = self._add_checkpoint(session, write.checkpoint)
+        event = events.add_event(session, self.job_id, write.message, type=write.type, data=write.data)
+        if write.progress is not None:
+            jobs.update_job(session, self.job_id, **write.progress)
+        return event.seq
+
+    def _add_checkpoint(self, session: Session, row: dict[str, Any]) -> list[str]:
+        """Add the checkpoint's row, drop the ones no longer kept; the storage keys to delete after the commit."""
+        existing = trainer_checkpoints(session, self.job_id)
+        for old in existing:
+            if old.step == row["step"]:  # the step ran again after a resume: the new checkpoint replaces it
+                artifacts.delete_artifact(session, old.id)
+        kept = [a for a in existing if a.step != row["step"]]
+        added = artifacts.add_artifact(session, Artifact(**row))
+        doomed = checkpoints_to_drop([*kept, added], self.keep_checkpoints)
+        for old in doomed:
+            artifacts.delete_artifact(session, old.id)
+        return [old.storage_key for old in doomed]
+
+    def _owned(self, session: Session) -> bool:
+        """False once another claim runs the job (this worker was presumed lost): its writes would double steps."""
+        if self._stop == "lost":
+            return False
+        if self.attempt is None or jobs.owns(session, self.job_id, self.attempt):
+            return True
+        log.warning("job %s is no longer this process's (claim %s); dropping its writes", self.job_id, self.attempt)
+        self._stop = "lost"
+        return False
+
+    # ------------------------------------------------------------------ outage
+
+    def _unreachable(self, exc: Exception, tried_at: float) -> None:
+        now = time.monotonic()
+        if self._down_since is None:  # one warning per outage, not one per step
+            self._down_since = now
+            log.warning(
+                "database unreachable (%s); job %s keeps training and holds its metrics and events in memory",
+                _first_line(exc),
+                self.job_id,
+            )
+        self._retry_at = now + max(self._backoff.next(), SLOW_FAILURE_WAIT_FACTOR * (now - tried_at))
+
+    def _reachable(self) -> None:
+        if self._down_since is not None:
+            log.info(
+                "database back after %.1f s; wrote the %d writes of job %s that waited for it",
+                time.monotonic() - self._down_since,
+                self._delayed,
+                self.job_id,
+            )
+        self._down_since, self._delayed, self._retry_at = None, 0, 0.0
+        self._backoff.reset()
 
 
 def trainer_checkpoints(session: Session, job_id: str) -> list[Artifact]:
@@ -136,6 +274,10 @@ def checkpoints_to_drop(rows: list[Artifact], keep: int) -> list[Artifact]:
     best = min(scored, key=lambda a: a.metrics["valid_loss"]) if scored else None  # type: ignore[index]
     kept = {a.id for a in newest} | ({best.id} if best else set())
     return [a for a in rows if a.id not in kept]
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _fmt(value: float | None) -> str:

@@ -5,6 +5,7 @@ Training runs in a child so that a crash, an OOM or a cancel kill leaves this wo
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -25,10 +26,12 @@ from db import doorbell
 from db.models import Artifact
 from db.repositories import artifacts, events, jobs, teams, webhooks, workers
 from db.session import unit_of_work
+from worker.dbretry import retry_db
 
 log = logging.getLogger(__name__)
 CANCEL_POLL_SECONDS = 1.0
 TERMINATE_GRACE_SECONDS = 5.0
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def run_job(job_id: str, worker_id: str) -> None:
@@ -40,48 +43,66 @@ def run_job(job_id: str, worker_id: str) -> None:
             workers.release_reservation(session, worker_id, job_id)
             return
         workers.set_current_job(session, worker_id, job_id)
-        events.add_event(session, job_id, f"Fine-tuning job started on worker {worker_id}")
+        attempt = job.attempts
+        note = f" (attempt {attempt})" if attempt > 1 else ""
+        events.add_event(session, job_id, f"Fine-tuning job started on worker {worker_id}{note}")
     try:
         with log_context(job_id=job_id, team_id=job.team_id, request_id=job.request_id, worker_id=worker_id):
-            outcome = _train_in_child(job_id)
-            finish_job(job_id, outcome)
+            outcome = _train_in_child(job_id, attempt)
+            # Hours of training must not be lost to a database restart: wait for it (finish_job runs again safely,
+            # its status transition succeeds once).
+            retry_db(lambda: finish_job(job_id, outcome, attempt), f"record the outcome of job {job_id}")
     finally:
-        with unit_of_work() as session:
-            workers.set_current_job(session, worker_id, None)
+        retry_db(lambda: _clear_current_job(worker_id), f"clear worker {worker_id}'s current job")
         doorbell.ring()
 
 
-def _train_in_child(job_id: str) -> dict[str, Any]:
+def _clear_current_job(worker_id: str) -> None:
+    with unit_of_work() as session:
+        workers.set_current_job(session, worker_id, None)
+
+
+def _train_in_child(job_id: str, attempt: int) -> dict[str, Any]:
     workdir = get_settings().resolved_work_dir / job_id
     workdir.mkdir(parents=True, exist_ok=True)
     result_path = workdir / "result.json"
     result_path.unlink(missing_ok=True)
     log_path = workdir / "train.log"
-    cmd = [sys.executable, "-m", "worker.job_process", job_id, str(workdir)]
+    cmd = [sys.executable, "-m", "worker.job_process", job_id, str(workdir), str(attempt)]
     with log_path.open("ab") as log_file:
-        child = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        cancelled = _wait(child, job_id)
-    if cancelled:
-        return {"status": "cancelled"}
+        child = subprocess.Popen(
+            cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+        )
+        stopped = _wait(child, job_id, attempt)
+    if stopped:
+        return {"status": stopped}
     if result_path.is_file():
         return dict(json.loads(result_path.read_text()))
     return _crash_outcome(child.returncode, log_path)
 
 
-def _wait(child: subprocess.Popen[bytes], job_id: str) -> bool:
-    """Wait for the child; True when it was stopped because the user cancelled."""
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills it when this worker dies, so a lost worker leaves no trainer."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _wait(child: subprocess.Popen[bytes], job_id: str, attempt: int) -> str | None:
+    """Wait for the child; "cancelled" when the user cancelled, "lost" when the job was given to another worker."""
     while child.poll() is None:
         time.sleep(CANCEL_POLL_SECONDS)
         try:
             with unit_of_work() as session:
-                cancel = jobs.is_cancel_requested(session, job_id)
+                request = jobs.stop_request(session, job_id, attempt)
         except Exception as exc:  # a database blip must not kill a long training run
             log.warning("cancel check failed: %s", exc)
             continue
-        if cancel:
+        if request in ("cancel", "lost"):
+            if request == "lost":
+                log.warning("job %s was re-queued after this worker was presumed lost; stopping its training", job_id)
             _terminate(child)
-            return True
-    return False
+            return "cancelled" if request == "cancel" else "lost"
+    return None
 
 
 def _terminate(child: subprocess.Popen[bytes]) -> None:
@@ -108,9 +129,13 @@ def _crash_outcome(returncode: int, log_path: Path) -> dict[str, Any]:
     }
 
 
-def finish_job(job_id: str, outcome: dict[str, Any]) -> None:
-    """Record the outcome in one transaction: artifact rows and `succeeded` land together or not at all."""
+def finish_job(job_id: str, outcome: dict[str, Any], attempt: int | None = None) -> None:
+    """Record the outcome in one transaction: artifact rows and `succeeded` land together or not at all.
+
+    With `attempt`, only while that claim still runs the job: a worker presumed lost records nothing."""
     status = outcome["status"]
+    if status == "lost":
+        return
     with unit_of_work() as session:
         if status == JobStatus.SUCCEEDED:
             job = jobs.get_job_by_id(session, job_id)
@@ -122,6 +147,7 @@ def finish_job(job_id: str, outcome: dict[str, Any]) -> None:
                 job_id,
                 [JobStatus.RUNNING],
                 JobStatus.SUCCEEDED,
+                attempt=attempt,
                 fine_tuned_model=name,
                 trained_tokens=outcome.get("trained_tokens"),
                 finished_at=func.now(),
@@ -143,25 +169,34 @@ def finish_job(job_id: str, outcome: dict[str, Any]) -> None:
             events.add_event(session, job_id, "The job has successfully completed")
             webhooks.record_job_event(session, job.team_id, job_id, JobStatus.SUCCEEDED)  # outbox, same commit
         elif status == JobStatus.PAUSED:
-            jobs.transition(session, job_id, [JobStatus.RUNNING], JobStatus.PAUSED, pause_requested=False)
-            events.add_event(session, job_id, f"Job paused at step {outcome.get('step')}; resume continues from there")
+            if jobs.transition(
+                session, job_id, [JobStatus.RUNNING], JobStatus.PAUSED, attempt=attempt, pause_requested=False
+            ):
+                events.add_event(
+                    session, job_id, f"Job paused at step {outcome.get('step')}; resume continues from there"
+                )
         elif status == JobStatus.CANCELLED:
             done = jobs.transition(
-                session, job_id, [JobStatus.RUNNING], JobStatus.CANCELLED, finished_at=func.now()
+                session, job_id, [JobStatus.RUNNING], JobStatus.CANCELLED, attempt=attempt, finished_at=func.now()
             )
-            events.add_event(session, job_id, "Job cancelled")
-            if done is not None:
+            if done is not None:  # the status event says "Job cancelled"
                 webhooks.record_job_event(session, done.team_id, job_id, JobStatus.CANCELLED)
         else:
             error = outcome["error"]
             done = jobs.transition(
-                session, job_id, [JobStatus.RUNNING], JobStatus.FAILED, error=error, finished_at=func.now()
+                session,
+                job_id,
+                [JobStatus.RUNNING],
+                JobStatus.FAILED,
+                attempt=attempt,
+                error=error,
+                finished_at=func.now(),
             )
             if done is not None:
                 webhooks.record_job_event(session, done.team_id, job_id, JobStatus.FAILED)
-            events.add_event(
-                session, job_id, f"Job failed: {error['message']}", level="error", data={"error": error}
-            )
+                events.add_event(
+                    session, job_id, f"Job failed: {error['message']}", level="error", data={"error": error}
+                )
 
 
 def fine_tuned_model_name(model: str, team: str, suffix: str | None, job_id: str) -> str:

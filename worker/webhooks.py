@@ -23,6 +23,7 @@ from core.logging import configure_logging, log_context
 from core.settings import Settings, get_settings
 from db.repositories import webhooks as repo
 from db.session import unit_of_work
+from worker import dbretry
 
 log = logging.getLogger(__name__)
 SECRET_PREFIX = "whsec_"
@@ -99,8 +100,11 @@ def run_forever(stop: threading.Event | None = None) -> None:
         while not stop.is_set():
             try:
                 sent = deliver_due(client, settings)
-            except Exception:
-                log.exception("webhook round failed; retrying")
+            except Exception as exc:
+                if dbretry.is_outage(exc):
+                    log.warning("database unreachable (%s); webhook deliveries wait", type(exc).__name__)
+                else:
+                    log.exception("webhook round failed; retrying")
                 sent = 0
             if not sent:
                 stop.wait(POLL_SECONDS)

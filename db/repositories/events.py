@@ -35,6 +35,12 @@ def add_status_event(session: Session, job_id: str, status: str) -> JobEvent:
     return add_event(session, job_id, f"Job {status.replace('_', ' ')}", type="status", data={"status": status})
 
 
+def event_exists(session: Session, job_id: str, seq: int, message: str) -> bool:
+    """Whether the event a transaction inserted as `seq` was committed (a commit that failed may have landed)."""
+    stmt = select(JobEvent.seq).where(JobEvent.seq == seq, JobEvent.job_id == job_id, JobEvent.message == message)
+    return session.scalar(stmt) is not None
+
+
 def last_seq(session: Session, job_id: str) -> int:
     """The newest event's seq of a job (0 when it has none)."""
     return int(session.scalar(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job_id)) or 0)

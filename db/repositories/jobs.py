@@ -10,7 +10,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from core.enums import JobStatus
-from db.models import TrainingJob
+from db.models import TrainingJob, Worker
 from db.repositories import events
 
 
@@ -85,12 +85,22 @@ def count_dispatched_unclaimed(session: Session) -> int:
 
 
 def transition(
-    session: Session, job_id: str, from_statuses: Iterable[JobStatus], to: JobStatus, **values: Any
+    session: Session,
+    job_id: str,
+    from_statuses: Iterable[JobStatus],
+    to: JobStatus,
+    *,
+    attempt: int | None = None,
+    **values: Any,
 ) -> TrainingJob | None:
-    """Move a job to `to` only if it is in one of `from_statuses`; None when it was not."""
+    """Move a job to `to` only if it is in one of `from_statuses` (and, given `attempt`, still in that claim);
+    None when it was not."""
+    where = [TrainingJob.id == job_id, TrainingJob.status.in_([s.value for s in from_statuses])]
+    if attempt is not None:  # a worker presumed lost and replaced must not record its late outcome
+        where.append(TrainingJob.attempts == attempt)
     stmt = (
         update(TrainingJob)
-        .where(TrainingJob.id == job_id, TrainingJob.status.in_([s.value for s in from_statuses]))
+        .where(*where)
         .values(status=to.value, **values)
         .returning(TrainingJob)
         .execution_options(synchronize_session=False)
@@ -125,14 +135,45 @@ def is_cancel_requested(session: Session, job_id: str) -> bool:
     return bool(session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job_id)))
 
 
-def stop_request(session: Session, job_id: str) -> str | None:
-    """What the user asked a running job to do: "cancel" (wins), "pause", or None."""
+def stop_request(session: Session, job_id: str, attempt: int | None = None) -> str | None:
+    """What a running job must do: "lost" (this claim is no longer the job's), "cancel", "pause", or None."""
     row = session.execute(
-        select(TrainingJob.cancel_requested, TrainingJob.pause_requested).where(TrainingJob.id == job_id)
+        select(
+            TrainingJob.status, TrainingJob.attempts, TrainingJob.cancel_requested, TrainingJob.pause_requested
+        ).where(TrainingJob.id == job_id)
     ).one_or_none()
     if row is None or row.cancel_requested:
         return "cancel"
+    if attempt is not None and (row.status != JobStatus.RUNNING or row.attempts != attempt):
+        return "lost"
     return "pause" if row.pause_requested else None
+
+
+def owns(session: Session, job_id: str, attempt: int) -> bool:
+    """Whether claim `attempt` still runs the job; the share lock holds off a re-queue until this write commits."""
+    stmt = select(TrainingJob.id).where(
+        TrainingJob.id == job_id, TrainingJob.status == JobStatus.RUNNING, TrainingJob.attempts == attempt
+    )
+    return session.scalar(stmt.with_for_update(read=True)) is not None
+
+
+def lock_running_on(session: Session, worker_id: str) -> list[TrainingJob]:
+    """Running jobs claimed by `worker_id`, locked."""
+    stmt = select(TrainingJob).where(TrainingJob.status == JobStatus.RUNNING, TrainingJob.worker_id == worker_id)
+    return list(session.scalars(stmt.order_by(TrainingJob.id).with_for_update()))
+
+
+def lock_orphaned_running(session: Session, alive_since: datetime, queue: str) -> list[TrainingJob]:
+    """Running jobs whose worker is gone, or is of `queue`'s family and either sent no heartbeat since
+    `alive_since` or runs something else (it gave up recording the job's end); locked with SKIP LOCKED.
+    (Another family's dispatcher judges its own workers.)"""
+    worker = select(Worker).where(Worker.id == TrainingJob.worker_id)
+    silent = worker.where(
+        Worker.queue == queue,
+        (Worker.last_heartbeat < alive_since) | Worker.current_job_id.is_distinct_from(TrainingJob.id),
+    ).exists()
+    stmt = select(TrainingJob).where(TrainingJob.status == JobStatus.RUNNING, silent | ~worker.exists())
+    return list(session.scalars(_locked(stmt.order_by(TrainingJob.id))))
 
 
 def succeeded_jobs(session: Session, team_id: str) -> list[TrainingJob]:
@@ -174,6 +215,13 @@ def requeue_unclaimed(session: Session, cutoff: datetime) -> list[str]:
     stale = jobs_dispatched_before(session, cutoff)
     for job in stale:
         update_job(session, job.id, dispatched_at=None, dispatched_to=None)
+        events.add_event(
+            session,
+            job.id,
+            f"Worker {job.dispatched_to} did not take the job; placing it again (its message may have been lost)",
+            level="warning",
+            data={"reason": "message_unclaimed", "worker_id": job.dispatched_to},
+        )
     return [j.id for j in stale]
 
 

@@ -32,6 +32,18 @@ def set_current_job(session: Session, worker_id: str, job_id: str | None) -> Non
         usage.open_stretch(session, job_id, worker_id)
 
 
+def forget_job(session: Session, worker_id: str, job_id: str) -> None:
+    """A lost worker no longer runs `job_id` (it went back to the queue), so the pool shows it without one."""
+    session.execute(
+        update(Worker).where(Worker.id == worker_id, Worker.current_job_id == job_id).values(current_job_id=None)
+    )
+
+
+def reset(session: Session, worker_id: str) -> None:
+    """A (re)starting worker holds no job and no reservation."""
+    session.execute(update(Worker).where(Worker.id == worker_id).values(current_job_id=None, reserved_job_id=None))
+
+
 def remove_worker(session: Session, worker_id: str) -> None:
     usage.close_stretches(session, worker_id)
     session.execute(delete(Worker).where(Worker.id == worker_id))

@@ -118,4 +118,6 @@ def cancel_leftovers(service_urls: tuple[str, str]) -> Iterator[list[str]]:
     yield ids
     with unit_of_work() as session:
         for job_id in ids:
-            jobs.transition(session, job_id, [JobStatus.VALIDATING_FILES, JobStatus.QUEUED], JobStatus.CANCELLED)
+            jobs.transition(  # running ones too: a later dispatcher would find their fake worker lost and re-queue them
+                session, job_id, [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.CANCELLED
+            )

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from cli import processes
+from tests.faultstack import FaultStack
 from tests.servers import free_port
 
 
@@ -41,3 +44,20 @@ def running_service(service_urls: tuple[str, str], data_dir: Path) -> Iterator[R
         processes.stop(procs)
         for log in sorted(log_dir.glob("*.log")):
             print(f"----- {log.name} (tail) -----\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture
+def make_fault_stack(tiny_model_dir: Path, tmp_path: Path) -> Iterator[Callable[..., FaultStack]]:
+    """Factory: a started FaultStack (own database, Redis, API, dispatcher, workers), closed after the test.
+
+    `make_fault_stack(workers=["w1"], redispatch_after_seconds=3)`; the settings become TUNEPOOL_* variables.
+    """
+    numbers = itertools.count()
+    with ExitStack() as stacks:
+
+        def make(workers: list[str] | None = None, **settings: float | int | str) -> FaultStack:
+            root = tmp_path / f"stack-{next(numbers)}"
+            stack = FaultStack(tiny_model_dir, root, workers=workers or ["worker-1"], **settings)
+            return stacks.enter_context(stack)
+
+        yield make
