@@ -17,11 +17,11 @@ from core.registry import load_registry
 from core.schemas.spec import JobSpec
 from core.settings import get_settings
 from core.storage import ObjectStore, StorageError, configured_store
-from db.models import Artifact
+from db.models import Artifact, DatasetFile, TrainingJob
 from db.repositories import files, jobs, metrics
 from db.session import unit_of_work
 from worker.archive import fetch, fetch_dir, publish_dir
-from worker.dbretry import OUTAGE_PATIENCE_SECONDS
+from worker.dbretry import OUTAGE_PATIENCE_SECONDS, retry_db
 from worker.reporter import DatabaseReporter, trainer_checkpoints
 
 log = logging.getLogger("worker.job_process")
@@ -39,15 +39,10 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> dict[str, An
 
     settings = get_settings()
     store = configured_store(settings)
-    with unit_of_work() as session:
-        job = jobs.get_job_by_id(session, job_id)
-        assert job is not None, job_id
-        spec = JobSpec.model_validate(job.spec)
-        train = files.get_file_any_team(session, job.training_file_id)
-        valid = files.get_file_any_team(session, job.validation_file_id) if job.validation_file_id else None
-        model_name, team_id = job.model, job.team_id
-        checkpoints = trainer_checkpoints(session, job_id)
-        attempt = job.attempts if attempt is None else attempt
+    job, train, valid, checkpoints = retry_db(lambda: _load(job_id), f"read job {job_id}")
+    spec = JobSpec.model_validate(job.spec)
+    model_name, team_id = job.model, job.team_id
+    attempt = job.attempts if attempt is None else attempt
     reporter = DatabaseReporter(job_id, team_id, store, settings.checkpoints_keep, attempt=attempt)
     try:
         model = load_registry(settings.resolved_model_registry).get(model_name)
@@ -110,12 +105,26 @@ def _resume_point(store: ObjectStore, checkpoint: Artifact, workdir: Path, repor
     return dest
 
 
+def _load(job_id: str) -> tuple[TrainingJob, DatasetFile | None, DatasetFile | None, list[Artifact]]:
+    """The job, its files and its stored checkpoints, in one read."""
+    with unit_of_work() as session:
+        job = jobs.get_job_by_id(session, job_id)
+        assert job is not None, job_id
+        train = files.get_file_any_team(session, job.training_file_id)
+        valid = files.get_file_any_team(session, job.validation_file_id) if job.validation_file_id else None
+        return job, train, valid, trainer_checkpoints(session, job_id)
+
+
 def _forget_steps_after(job_id: str, step: int) -> None:
     """Steps after `step` (a lost worker's last minutes) train again: drop their rows and events, so that each step
     is stored and streamed once."""
-    with unit_of_work() as session:
-        dropped = metrics.delete_metrics_after(session, job_id, step)
-        jobs.update_job(session, job_id, step=step)
+
+    def forget() -> int:
+        with unit_of_work() as session:
+            jobs.update_job(session, job_id, step=step)
+            return metrics.delete_metrics_after(session, job_id, step)
+
+    dropped = retry_db(forget, f"drop the steps of job {job_id} after {step}")
     if dropped:
         log.info("dropped %d metrics events after step %d; they will be trained again", dropped, step)
 
