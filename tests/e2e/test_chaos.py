@@ -4,6 +4,7 @@ and still every job succeeds with each metric step stored and streamed exactly o
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ def test_jobs_survive_random_kills_and_restarts() -> None:
     spec = importlib.util.spec_from_file_location("bench_chaos", CHAOS)
     assert spec is not None and spec.loader is not None
     chaos = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = chaos  # its dataclasses look their module up there
     spec.loader.exec_module(chaos)
     reference, faulted = chaos.main(["--jobs", "6", "--steps", "24", "--every", "3", "6", "--timeout", "900"])
     assert sum(faulted.faults.values()) >= 3, faulted.faults  # the faults really happened
