@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from core.enums import ErrorSide, JobStatus
 from core.settings import get_settings
 from core.tasks import gpu_queue
 from db.models import TrainingJob
-from db.repositories import events, jobs, usage, webhooks, workers
+from db.repositories import events, jobs, usage, workers
 from db.session import unit_of_work
+from worker import runner
 from worker.reporter import trainer_checkpoints
 
 log = logging.getLogger(__name__)
@@ -95,16 +95,4 @@ def _fail(session: Session, job: TrainingJob, losses: int, reason: str) -> None:
         "param": None,
         "side": ErrorSide.SYSTEM.value,
     }
-    done = jobs.transition(
-        session,
-        job.id,
-        [JobStatus.RUNNING],
-        JobStatus.FAILED,
-        attempt=job.attempts,
-        worker_losses=losses,
-        error=error,
-        finished_at=func.now(),
-    )
-    if done is not None:
-        events.add_event(session, job.id, f"Job failed: {error['message']}", level="error", data={"error": error})
-        webhooks.record_job_event(session, job.team_id, job.id, JobStatus.FAILED)
+    runner.fail_running_job(session, job.id, error, attempt=job.attempts, worker_losses=losses)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func
+from sqlalchemy.orm import Session
 
 from core.enums import ErrorSide, JobStatus
 from core.ids import new_id
@@ -182,21 +183,26 @@ def finish_job(job_id: str, outcome: dict[str, Any], attempt: int | None = None)
             if done is not None:  # the status event says "Job cancelled"
                 webhooks.record_job_event(session, done.team_id, job_id, JobStatus.CANCELLED)
         else:
-            error = outcome["error"]
-            done = jobs.transition(
-                session,
-                job_id,
-                [JobStatus.RUNNING],
-                JobStatus.FAILED,
-                attempt=attempt,
-                error=error,
-                finished_at=func.now(),
-            )
-            if done is not None:
-                webhooks.record_job_event(session, done.team_id, job_id, JobStatus.FAILED)
-                events.add_event(
-                    session, job_id, f"Job failed: {error['message']}", level="error", data={"error": error}
-                )
+            fail_running_job(session, job_id, outcome["error"], attempt=attempt)
+
+
+def fail_running_job(
+    session: Session, job_id: str, error: dict[str, Any], *, attempt: int | None, **values: Any
+) -> None:
+    """`running` → `failed` (while claim `attempt` holds it), with its error event and webhook, in this transaction."""
+    done = jobs.transition(
+        session,
+        job_id,
+        [JobStatus.RUNNING],
+        JobStatus.FAILED,
+        attempt=attempt,
+        error=error,
+        finished_at=func.now(),
+        **values,
+    )
+    if done is not None:
+        webhooks.record_job_event(session, done.team_id, job_id, JobStatus.FAILED)
+        events.add_event(session, job_id, f"Job failed: {error['message']}", level="error", data={"error": error})
 
 
 def fine_tuned_model_name(model: str, team: str, suffix: str | None, job_id: str) -> str:

@@ -60,28 +60,12 @@ def jobs_awaiting_validation(session: Session, limit: int = 50) -> list[Training
     return list(session.scalars(_locked(stmt.order_by(TrainingJob.created_at).limit(limit))))
 
 
-def jobs_to_dispatch(session: Session, limit: int) -> list[TrainingJob]:
-    """Queued jobs not yet handed to the broker, highest priority then oldest first."""
-    stmt = select(TrainingJob).where(
-        TrainingJob.status == JobStatus.QUEUED, TrainingJob.dispatched_at.is_(None)
-    )
-    stmt = stmt.order_by(TrainingJob.priority.desc(), TrainingJob.created_at, TrainingJob.id).limit(limit)
-    return list(session.scalars(_locked(stmt)))
-
-
 def jobs_dispatched_before(session: Session, cutoff: datetime) -> list[TrainingJob]:
     """Queued jobs handed to the broker before `cutoff` and never claimed: their message may be lost."""
     stmt = select(TrainingJob).where(
         TrainingJob.status == JobStatus.QUEUED, TrainingJob.dispatched_at < cutoff
     )
     return list(session.scalars(_locked(stmt)))
-
-
-def count_dispatched_unclaimed(session: Session) -> int:
-    stmt = select(func.count()).where(
-        TrainingJob.status == JobStatus.QUEUED, TrainingJob.dispatched_at.is_not(None)
-    )
-    return int(session.scalar(stmt) or 0)
 
 
 def transition(
@@ -129,10 +113,6 @@ def claim_job(session: Session, job_id: str, worker_id: str) -> TrainingJob | No
         dispatched_at=None,
         dispatched_to=None,
     )
-
-
-def is_cancel_requested(session: Session, job_id: str) -> bool:
-    return bool(session.scalar(select(TrainingJob.cancel_requested).where(TrainingJob.id == job_id)))
 
 
 def stop_request(session: Session, job_id: str, attempt: int | None = None) -> str | None:
