@@ -15,6 +15,7 @@ from api.schemas import (
     MetricPoint,
     Progress,
 )
+from core.naming import checkpoint_model_name
 from db.models import Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
 
 
@@ -105,12 +106,13 @@ def artifact_object(a: Artifact) -> ArtifactPublic:
     )
 
 
-def checkpoint_object(a: Artifact, fine_tuned_model: str | None) -> CheckpointPublic:
+def checkpoint_object(a: Artifact, fine_tuned_model: str) -> CheckpointPublic:
+    """`fine_tuned_model`: the job's model name, also before it succeeds (see sharing.model_name_of)."""
     step = a.step or 0
     return CheckpointPublic(
         id=a.id.replace("art-", "ftckpt-", 1),
         created_at=int(a.created_at.timestamp()),
-        fine_tuned_model_checkpoint=f"{fine_tuned_model or a.job_id}:ckpt-step-{step}",
+        fine_tuned_model_checkpoint=checkpoint_model_name(fine_tuned_model, step),
         fine_tuning_job_id=a.job_id,
         metrics={"step": step, **(a.metrics or {})},
         step_number=step,

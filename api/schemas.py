@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -34,10 +34,17 @@ class FileObject(BaseModel):
     filename: str
     purpose: str
     status: Literal["uploaded", "processed", "error"] = "processed"
-    status_details: str | None = None
     format: str
     line_count: int
     sha256: str
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    has_more: bool
+    first_id: str
+    last_id: str
 
 
 class DeletedObject(BaseModel):
@@ -210,6 +217,16 @@ class ModelObject(BaseModel):
     created: int
     owned_by: str
     description: str | None = None
+    parent: str | None = Field(default=None, description="Fine-tunes: the base model they were trained from.")
+    artifacts: list[ArtifactPublic] | None = Field(
+        default=None, description="Retrieving a fine-tune or checkpoint: its downloadable archives."
+    )
+
+
+class ModelDeleted(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True
 
 
 class TeamPublic(BaseModel):
@@ -288,3 +305,54 @@ class PoolPublic(BaseModel):
     idle_workers: int
     busy_workers: int
     lost_workers: int
+
+
+class PermissionPublic(BaseModel):
+    """OpenAI's checkpoint permission; `project_id` is the team the model is shared with."""
+
+    id: str
+    object: Literal["checkpoint.permission"] = "checkpoint.permission"
+    created_at: int
+    project_id: str
+
+
+class PermissionDeleted(BaseModel):
+    id: str
+    object: Literal["checkpoint.permission"] = "checkpoint.permission"
+    deleted: bool = True
+
+
+class UploadCreate(BaseModel):
+    """`POST /v1/uploads`: announce a file that will arrive in parts."""
+
+    model_config = ConfigDict(extra="forbid")
+    filename: str = Field(min_length=1, max_length=512)
+    purpose: str = Field(min_length=1, max_length=32)
+    bytes: int = Field(ge=1, le=2**63 - 1, description="The file's exact size; `complete` checks it.")
+    mime_type: str = Field(min_length=1, max_length=128)
+    # No `expires_after`: files are kept until deleted, so it is refused (extra="forbid"), not ignored.
+
+
+class UploadComplete(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    part_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(max_length=10_000)
+    md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+
+
+class UploadPublic(BaseModel):
+    id: str
+    object: Literal["upload"] = "upload"
+    created_at: int
+    filename: str
+    bytes: int
+    purpose: str
+    status: Literal["pending", "completed", "cancelled", "expired"]
+    expires_at: int
+    file: FileObject | None = None
+
+
+class UploadPartPublic(BaseModel):
+    id: str
+    object: Literal["upload.part"] = "upload.part"
+    created_at: int
+    upload_id: str

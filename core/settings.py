@@ -38,6 +38,12 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Largest accepted upload.")
     max_upload_line_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="Largest JSONL line.")
+    max_upload_part_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Largest part of a resumable upload (POST /v1/uploads)."
+    )
+    upload_expiry_seconds: float = Field(
+        default=3600.0, gt=0, description="A resumable upload not completed in this time expires; its parts go."
+    )
 
     worker_id: str = Field(default="", description="Stable worker name; default host-pid.")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="Worker heartbeat period.")

@@ -23,7 +23,7 @@ from core.tasks import RUN_JOB_TASK, dispatch_doorbell, gpu_queue, worker_queue
 from db.models import TeamQuota
 from db.repositories import events, files, jobs, quotas, usage, webhooks, workers
 from db.session import unit_of_work
-from worker import dbretry, reaper
+from worker import dbretry, reaper, uploads_sweeper
 from worker import webhooks as webhooks_sender
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,7 @@ def run_forever() -> None:
     settings.require_servers()
     bell = redis.Redis.from_url(settings.redis_url)
     send = Sender()
+    store = configured_store(settings)
     webhooks_sender.start_thread()  # signed webhook deliveries from the outbox, beside dispatching
     log.info("dispatcher running")
     # Workers cannot beat while Postgres is down (or before we watched them): judge silence only after seeing
@@ -158,6 +159,7 @@ def run_forever() -> None:
             sent = dispatch(send)
             if sent:
                 log.info("dispatched %s", sent)
+            uploads_sweeper.expire_uploads(store)
         except Exception as exc:
             if dbretry.is_outage(exc):  # expected while Postgres restarts: one line, not a traceback a second
                 log.warning("database unreachable (%s); retrying", type(exc).__name__)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from core.enums import ErrorSide, JobStatus
 from core.ids import new_id
 from core.logging import log_context
+from core.naming import fine_tuned_model_name
 from core.settings import get_settings
 from db import doorbell
 from db.models import Artifact
@@ -204,7 +205,3 @@ def fail_running_job(
         webhooks.record_job_event(session, done.team_id, job_id, JobStatus.FAILED)
         events.add_event(session, job_id, f"Job failed: {error['message']}", level="error", data={"error": error})
 
-
-def fine_tuned_model_name(model: str, team: str, suffix: str | None, job_id: str) -> str:
-    """OpenAI's naming: ft:<base>:<org>:<suffix>:<id>."""
-    return f"ft:{model}:{team}:{suffix or ''}:{job_id.removeprefix('ftjob-')}"

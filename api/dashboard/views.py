@@ -14,6 +14,7 @@ from api.schemas import JobPublic
 from api.services import files as files_service
 from api.services import jobs as jobs_service
 from api.services import models as models_service
+from api.services import sharing
 from core.enums import ArtifactKind, JobStatus
 from core.schemas.spec import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, LoraSpec, QuantizationSpec, TrainingSpec
 from core.settings import Settings
@@ -73,6 +74,7 @@ def job_page(session: Session, team: Team, job_id: str) -> dict[str, Any]:
     """The job, its spec, metric series, latest events, checkpoints and artifacts (404 for others' jobs)."""
     job = jobs_service.get_job(session, team, job_id)
     rows = artifacts.list_artifacts(session, job.id)
+    model_name = sharing.model_name_of(session, job)
     status = JobStatus(job.status)
     last_event = events.list_events(session, job.id, limit=1)
     return {
@@ -82,7 +84,7 @@ def job_page(session: Session, team: Team, job_id: str) -> dict[str, Any]:
         "events": [presenters.event_object(e) for e in events.list_events(session, job.id, limit=EVENTS_SHOWN)],
         "last_seq": last_event[0].seq if last_event else 0,
         "checkpoints": [
-            presenters.checkpoint_object(a, job.fine_tuned_model) for a in rows if a.kind == ArtifactKind.CHECKPOINT
+            presenters.checkpoint_object(a, model_name) for a in rows if a.kind == ArtifactKind.CHECKPOINT
         ],
         "artifacts": [presenters.artifact_object(a) for a in rows],
         "terminal": status.is_terminal,
@@ -99,7 +101,7 @@ def chart_points(rows: list[JobMetric]) -> list[dict[str, float | int | None]]:
 
 def new_job_page(session: Session, settings: Settings, team: Team) -> dict[str, Any]:
     base = [m for m in models_service.list_models(session, settings, team) if m.owned_by == "tunepool"]
-    files = [presenters.file_object(f) for f in files_service.list_files(session, team, "fine-tune")]
+    files = [presenters.file_object(f) for f in files_service.list_files(session, team, "fine-tune")[0]]
     defaults = {
         "epochs": DEFAULT_EPOCHS,
         "batch_size": DEFAULT_BATCH_SIZE,

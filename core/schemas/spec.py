@@ -26,8 +26,8 @@ class _Strict(BaseModel):
 class Hyperparameters(_Strict):
     """OpenAI's hyperparameters; "auto" is resolved when the job is created."""
 
-    n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = "auto"
-    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
+    n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=50)] = "auto"
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=256)] = "auto"
     learning_rate_multiplier: Literal["auto"] | Annotated[float, Field(gt=0, le=100)] = "auto"
 
 
