@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 from tests.contract.openai_spec import assert_conforms
 
 ROWS = [
-    {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
-    for i in range(30)
+    {"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(30)
 ]
 BODY = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
 
