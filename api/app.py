@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from api.dashboard import mount_dashboard
 from api.errors import install_error_handlers
 from api.observability import ObservabilityMiddleware
+from api.openapi import install_openapi
 from api.routes import admin, artifacts, checkpoints, files, jobs, models, ops, pool, quotas, stream, uploads, webhooks
 from core.logging import configure_logging
 from core.settings import get_settings
@@ -30,4 +31,5 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     mount_dashboard(app)  # last: its `/` pages never shadow the API's routes
+    install_openapi(app)
     return app

@@ -53,6 +53,7 @@ def job_object(job: TrainingJob) -> JobPublic:
         model=job.model,
         organization_id=job.team_id,
         seed=job.seed,
+        result_files=[job.result_file_id] if job.result_file_id else [],
         status=job.status,
         trained_tokens=job.trained_tokens,
         training_file=job.training_file_id,
@@ -78,13 +79,16 @@ def job_object(job: TrainingJob) -> JobPublic:
 
 
 def event_object(e: JobEvent) -> EventPublic:
+    # OpenAI's event `type` is "message" or "metrics" and its `level` info/warn/error: tunepool's finer kinds
+    # (status, checkpoint, artifact) travel in `kind`, which is also the SSE event name.
     return EventPublic(
         id=f"ftevent-{e.seq}",
         created_at=int(e.created_at.timestamp()),
-        level=e.level,
+        level="warn" if e.level == "warning" else e.level,
         message=e.message,
-        data=e.data,
-        type=e.type,
+        data=e.data or {},
+        type="metrics" if e.type == "metrics" else "message",
+        kind=e.type,
     )
 
 

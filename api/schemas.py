@@ -162,10 +162,11 @@ class EventPublic(BaseModel):
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
-    level: str
+    level: Literal["info", "warn", "error"]
     message: str
-    data: dict[str, Any] | None
-    type: str
+    data: dict[str, Any] = Field(default_factory=dict)  # OpenAI types it as an object, never null
+    type: Literal["message", "metrics"]
+    kind: str = Field(description="tunepool's event kind: message, metrics, status, checkpoint or artifact.")
 
 
 class CheckpointPublic(BaseModel):

@@ -86,6 +86,8 @@ class TrainingJob(Base):
     fine_tuned_model: Mapped[str | None] = mapped_column(String(512))
     # Set by DELETE /v1/models/{id}: the model and its artifacts are gone; the job keeps its history.
     model_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # OpenAI's result file (per-step metrics CSV), filed when the job succeeds.
+    result_file_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_file.id", ondelete="SET NULL"))
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer)

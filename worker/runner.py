@@ -24,10 +24,12 @@ from core.ids import new_id
 from core.logging import log_context
 from core.naming import fine_tuned_model_name
 from core.settings import get_settings
+from core.storage import configured_store
 from db import doorbell
 from db.models import Artifact
 from db.repositories import artifacts, events, jobs, teams, webhooks, workers
 from db.session import unit_of_work
+from worker import results
 from worker.dbretry import retry_db
 
 log = logging.getLogger(__name__)
@@ -167,6 +169,9 @@ def finish_job(job_id: str, outcome: dict[str, Any], attempt: int | None = None)
                     type="artifact",
                     data={"artifact_id": art.id, "kind": art.kind, "step": art.step, "bytes": art.bytes},
                 )
+            result_file = results.publish_result_file(session, configured_store(get_settings()), job)
+            if result_file is not None:
+                jobs.update_job(session, job_id, result_file_id=result_file)
             events.add_event(session, job_id, f"New fine-tuned model created: {name}")
             events.add_event(session, job_id, "The job has successfully completed")
             webhooks.record_job_event(session, job.team_id, job_id, JobStatus.SUCCEEDED)  # outbox, same commit

@@ -89,7 +89,11 @@ class JsonlResponse(StreamingResponse):
     media_type = "application/jsonl"
 
 
-@router.get("/{file_id}/content", response_class=JsonlResponse)
+@router.get(
+    "/{file_id}/content",
+    response_class=JsonlResponse,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},  # fine-tune-results files
+)
 def file_content(file_id: str, session: SessionDep, store: StoreDep, team: CurrentTeam) -> JsonlResponse:
     row = service.get_file(session, team, file_id)
     handle = store.open(row.storage_key)
@@ -100,7 +104,8 @@ def file_content(file_id: str, session: SessionDep, store: StoreDep, team: Curre
                 yield block
 
     headers = {"Content-Length": str(row.bytes), "Content-Disposition": content_disposition(row.filename)}
-    return JsonlResponse(body(), headers=headers)
+    media_type = "text/csv" if row.format == "csv" else JsonlResponse.media_type  # result files are CSV
+    return JsonlResponse(body(), headers=headers, media_type=media_type)
 
 
 def content_disposition(filename: str) -> str:

@@ -25,17 +25,21 @@ DEFAULT_SEED = 42
 def create_job(session: Session, settings: Settings, team: Team, body: JobCreate) -> TrainingJob:
     """Check the model and files, resolve "auto" values, store the job as `validating_files`."""
     if body.model not in load_registry(settings.resolved_model_registry):
-        raise NotFound(
-            f"model {body.model!r} does not exist; GET /v1/models lists the base models", param="model"
-        )
+        raise NotFound(f"model {body.model!r} does not exist; GET /v1/models lists the base models", param="model")
     train = files_repo.get_file(session, team.id, body.training_file)
     if train is None:
         raise InvalidRequest(f"training_file {body.training_file!r} does not exist", param="training_file")
+    if train.purpose != "fine-tune":
+        raise InvalidRequest(
+            f"training_file {train.id!r} is a {train.purpose} file, not fine-tune data", param="training_file"
+        )
     if body.validation_file:
         valid = files_repo.get_file(session, team.id, body.validation_file)
         if valid is None:
+            raise InvalidRequest(f"validation_file {body.validation_file!r} does not exist", param="validation_file")
+        if valid.purpose != "fine-tune":
             raise InvalidRequest(
-                f"validation_file {body.validation_file!r} does not exist", param="validation_file"
+                f"validation_file {valid.id!r} is a {valid.purpose} file, not fine-tune data", param="validation_file"
             )
         if valid.format != train.format:
             raise InvalidRequest(

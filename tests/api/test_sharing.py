@@ -185,3 +185,21 @@ def test_checkpoint_names_are_ft_names_before_the_job_succeeds(make_team, tmp_pa
         model = client.get(f"/v1/models/{ft.checkpoint}")
         assert model.status_code == 200 and model.json()["id"] == ft.checkpoint
         assert client.get(f"/v1/models/{ft.name}").status_code == 404  # the fine-tune itself does not exist yet
+
+
+def test_malformed_and_unsatisfiable_ranges_answer_openai_error_bodies(owner) -> None:  # type: ignore[no-untyped-def]
+    from tests.contract.openai_spec import assert_conforms as conforms
+
+    client, ft, _ = owner
+    url = f"/v1/artifacts/{ft.artifact_ids['adapter']}/content"
+    assert client.get(url, headers={"Range": "bytes=2-4"}).content == b"apt"
+    for header in ("bytes=abc", "items=0-1", "bytes=1-2-3", "bytes=" + "9" * 30 + "-"):
+        r = client.get(url, headers={"Range": header})
+        assert r.status_code == 400, (header, r.status_code)
+        conforms("ErrorResponse", r.json())
+        assert r.json()["error"]["param"] == "Range"
+    r = client.get(url, headers={"Range": "bytes=500-"})
+    assert r.status_code == 416 and r.headers["content-range"].startswith("bytes */")
+    conforms("ErrorResponse", r.json())
+    # Several ranges are valid: a local file answers them as multipart/byteranges, a remote store whole.
+    assert client.get(url, headers={"Range": "bytes=0-1, 3-4"}).status_code in (200, 206)

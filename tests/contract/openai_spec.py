@@ -24,13 +24,17 @@ def _spec() -> dict[str, Any]:
     return json.loads(SPEC_PATH.read_text())  # type: ignore[no-any-return]
 
 
-def _openapi_nullable(node: Any) -> Any:
-    """OpenAPI 3.0's `nullable: true` (still used in places) as JSON Schema's null alternative."""
+def _as_json_schema(node: Any) -> Any:
+    """OpenAPI 3.0 idioms the document still uses, in JSON Schema 2020-12 terms: `nullable: true` becomes a
+    null alternative, and a boolean `exclusiveMinimum`/`exclusiveMaximum` moves the bound it qualifies."""
     if isinstance(node, list):
-        return [_openapi_nullable(n) for n in node]
+        return [_as_json_schema(n) for n in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _openapi_nullable(v) for k, v in node.items() if k != "nullable"}
+    out = {k: _as_json_schema(v) for k, v in node.items() if k != "nullable"}
+    for exclusive, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(exclusive), bool) and out.pop(exclusive) and bound in out:
+            out[exclusive] = out.pop(bound)
     if node.get("nullable") is True:
         return {"anyOf": [out, {"type": "null"}]}
     return out
@@ -38,7 +42,7 @@ def _openapi_nullable(node: Any) -> Any:
 
 @cache
 def _registry() -> Registry:
-    doc = _openapi_nullable(_spec())
+    doc = _as_json_schema(_spec())
     return Registry().with_resource("openai.json", Resource.from_contents(doc, default_specification=DRAFT202012))
 
 

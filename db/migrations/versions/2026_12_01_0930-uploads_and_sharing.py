@@ -1,4 +1,4 @@
-"""resumable uploads, shared fine-tunes and deleted models
+"""resumable uploads, shared fine-tunes, deleted models and result files
 
 Revision ID: 0009_uploads_and_sharing
 Revises: 0008_worker_losses
@@ -20,6 +20,12 @@ def _now() -> sa.Column:  # type: ignore[type-arg]
 
 def upgrade() -> None:
     op.add_column("training_job", sa.Column("model_deleted_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column(
+        "training_job",
+        sa.Column(
+            "result_file_id", sa.String(64), sa.ForeignKey("dataset_file.id", ondelete="SET NULL"), nullable=True
+        ),
+    )
     op.create_table(
         "upload",
         sa.Column("id", sa.String(64), primary_key=True),
@@ -66,4 +72,5 @@ def downgrade() -> None:
     op.drop_table("model_permission")
     op.drop_table("upload_part")
     op.drop_table("upload")
+    op.drop_column("training_job", "result_file_id")
     op.drop_column("training_job", "model_deleted_at")
