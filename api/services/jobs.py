@@ -106,18 +106,23 @@ def list_jobs(
 
 
 def cancel_job(session: Session, team: Team, job_id: str) -> TrainingJob:
-    """Not-yet-running jobs are cancelled at once; a running one is flagged and its worker stops it."""
+    """Cancelled at once, as OpenAI answers; a running job's worker sees the flag and stops within seconds.
+
+    A worker's late writes are fenced by the status (only a `running` job takes metrics and checkpoints)."""
     job = get_job(session, team, job_id)
     status = JobStatus(job.status)
     if status.is_terminal:
         raise InvalidRequest(f"job {job_id} is already {status.value}", param="fine_tuning_job_id")
-    waiting = [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED]
-    if jobs.transition(session, job.id, waiting, JobStatus.CANCELLED, finished_at=func.now()) is not None:
-        events.add_event(session, job.id, "Job cancelled")
-        webhooks.record_job_event(session, team.id, job.id, JobStatus.CANCELLED)  # outbox, same commit
-    else:
-        jobs.update_job(session, job.id, cancel_requested=True)
-        events.add_event(session, job.id, "Cancellation requested; stopping the running job")
+    live = [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.RUNNING]
+    done = jobs.transition(
+        session, job.id, live, JobStatus.CANCELLED, finished_at=func.now(), cancel_requested=True
+    )
+    if done is None:  # finished between the read and the update
+        session.refresh(job)
+        raise InvalidRequest(f"job {job_id} is already {job.status}", param="fine_tuning_job_id")
+    if status == JobStatus.RUNNING:
+        events.add_event(session, job.id, "Job cancelled; its worker is stopping")
+    webhooks.record_job_event(session, team.id, job.id, JobStatus.CANCELLED)  # outbox, same commit
     session.flush()
     session.refresh(job)
     return job

@@ -59,7 +59,8 @@ def _make_fine_tune(team_id: str, team_name: str, tmp: Path, *, succeeded: bool 
                 id=job_id, team_id=team_id, model=TINY_MODEL, training_file_id=file.id,
                 spec=spec.model_dump(mode="json"), suffix="shared", seed=42, priority=0, step=10, total_steps=10,
                 attempts=1,
-                status=(JobStatus.SUCCEEDED if succeeded else JobStatus.RUNNING).value,
+                # Not succeeded: paused, so no reaper takes it for a running job whose worker vanished.
+                status=(JobStatus.SUCCEEDED if succeeded else JobStatus.PAUSED).value,
                 fine_tuned_model=name if succeeded else None,
                 finished_at=datetime.now(UTC) if succeeded else None,
             )

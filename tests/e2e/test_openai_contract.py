@@ -155,3 +155,33 @@ def test_share_then_revoke_then_delete_through_the_sdk(running_service, trained,
     assert name not in [m.id for m in owner.models.list()]
     with pytest.raises(NotFoundError):
         owner.models.retrieve(name)
+
+
+def test_cancel_answers_cancelled_and_the_worker_stops(running_service, trained) -> None:  # type: ignore[no-untyped-def]
+    key, _, _ = trained
+    sdk = _sdk(running_service, key)
+    train = sdk.files.create(file=("long.jsonl", BODY), purpose="fine-tune")
+    job = sdk.fine_tuning.jobs.create(
+        model=TINY_MODEL,
+        training_file=train.id,
+        extra_body={"quantization": "none", "artifacts": ["adapter"], "training": {"max_steps": 5000}},
+    )
+    deadline = time.monotonic() + 300
+    while sdk.fine_tuning.jobs.retrieve(job.id).status != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    cancelled = sdk.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled" and cancelled.finished_at
+    assert_conforms("FineTuningJob", _raw(running_service, key, f"/v1/fine_tuning/jobs/{job.id}"))
+    steps = _raw(running_service, key, f"/v1/fine_tuning/jobs/{job.id}/metrics")["data"]
+    # The worker is free again within seconds: the next job trains and succeeds.
+    after = sdk.fine_tuning.jobs.create(
+        model=TINY_MODEL,
+        training_file=train.id,
+        hyperparameters={"n_epochs": 1},
+        extra_body={"quantization": "none", "artifacts": ["adapter"], "training": {"max_steps": 2}},
+    )
+    assert _finished(sdk, after.id, timeout=300).status == "succeeded"
+    assert sdk.fine_tuning.jobs.retrieve(job.id).status == "cancelled"  # the stopped worker did not overwrite it
+    later = _raw(running_service, key, f"/v1/fine_tuning/jobs/{job.id}/metrics")["data"]
+    assert len(later) <= len(steps) + 3  # at most the steps in flight when the flag was seen
