@@ -49,6 +49,6 @@ lint: install
 	$(BIN)/lint-imports
 
 clean:
-	$(BIN)/python -m cli.devstack down --data-dir var || true
-	$(BIN)/python -m cli.devstack down --data-dir var/test-servers || true
+	$(BIN)/python -m devstack down --data-dir var || true
+	$(BIN)/python -m devstack down --data-dir var/test-servers || true
 	rm -rf $(VENV) var
