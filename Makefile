@@ -44,7 +44,7 @@ test-slow: install
 	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check core db api worker cli tests bench
+	$(BIN)/ruff check core db api worker cli devstack tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
