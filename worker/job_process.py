@@ -23,19 +23,15 @@ from db.session import unit_of_work
 from worker.archive import fetch, fetch_dir, publish_dir
 from worker.dbretry import OUTAGE_PATIENCE_SECONDS, retry_db
 from worker.reporter import DatabaseReporter, trainer_checkpoints
+from worker.training.errors import TrainingCancelled, TrainingError, TrainingPaused
+from worker.training.interfaces import TrainingPaths
 
 log = logging.getLogger("worker.job_process")
 
 
 def main(job_id: str, workdir: Path, attempt: int | None = None) -> dict[str, Any]:
     """Train the job; with `attempt` (the parent's claim) every write is refused once another claim took over."""
-    from worker.training.recipe import (
-        TrainingCancelled,
-        TrainingError,
-        TrainingPaths,
-        TrainingPaused,
-        run_training,
-    )
+    from worker.training.recipe import run_training  # the training stack loads in this child only
 
     settings = get_settings()
     store = configured_store(settings)

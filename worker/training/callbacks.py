@@ -5,14 +5,12 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from core.schemas.metrics import StepMetrics
-
-if TYPE_CHECKING:
-    from worker.training.recipe import Reporter
+from worker.training.interfaces import Reporter
 
 
 class ReporterCallback(TrainerCallback):

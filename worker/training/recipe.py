@@ -10,11 +10,9 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from core.schemas.metrics import StepMetrics
 from core.schemas.spec import JobSpec
 from worker.training.errors import (
     TrainingCancelled,
@@ -23,59 +21,12 @@ from worker.training.errors import (
     is_out_of_memory,
     out_of_memory,
 )
+from worker.training.interfaces import Reporter, TrainingPaths, TrainingResult
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = [
-    "Reporter",
-    "TrainingCancelled",
-    "TrainingError",
-    "TrainingPaths",
-    "TrainingPaused",
-    "TrainingResult",
-    "run_training",
-]
-
-
-@dataclass
-class TrainingPaths:
-    """Where the recipe reads from and writes to; all local."""
-
-    base_model: Path  # local HF model dir (config.json + safetensors + tokenizer files)
-    train_file: Path  # JSONL already validated at upload (all lines same format)
-    valid_file: Path | None
-    output_dir: Path  # the recipe writes output_dir/adapter/ and (if asked) output_dir/merged/
-    resume_from: Path | None = None  # a checkpoint-<step>/ dir: step, optimizer, scheduler, RNG and data continue
-
-
-class Reporter(Protocol):
-    """How the recipe talks to whoever runs it (a Celery task, a test, a benchmark)."""
-
-    def metrics(self, m: StepMetrics) -> None:
-        """Every logged step; eval steps carry valid_loss too."""
-
-    def event(self, message: str, data: dict[str, Any] | None = None) -> None:
-        """A human-readable milestone."""
-
-    def checkpoint(self, step: int, path: Path, metrics: StepMetrics | None) -> None:
-        """A full checkpoint dir was saved (adapter, optimizer, scheduler, RNG); copy it before it is rotated."""
-
-    def should_stop(self) -> bool | str | None:
-        """Polled each step: "pause" saves a checkpoint and raises TrainingPaused; any other truthy value
-        (True, "cancel") stops and raises TrainingCancelled."""
-
-
-@dataclass
-class TrainingResult:
-    """What a successful run produced."""
-
-    adapter_dir: Path
-    merged_dir: Path | None
-    steps: int
-    trained_tokens: int  # non-padding tokens of the training batches, all epochs
-    final_metrics: StepMetrics | None
-    batching: dict[str, Any] | None = None  # the batch plan and kernels chosen (worker/training/throughput.py)
+__all__ = ["run_training"]
 
 
 def run_training(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str = "auto") -> TrainingResult:

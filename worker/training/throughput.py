@@ -16,12 +16,11 @@ from core.schemas.spec import JobSpec
 from worker.training import autosize, datacache, kernels, packing
 from worker.training.backoff import OomBackoff
 from worker.training.data import TokenizedData
+from worker.training.interfaces import Reporter, TrainingPaths
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
     from trl import SFTConfig
-
-    from worker.training.recipe import Reporter, TrainingPaths
 
 
 @dataclass
