@@ -23,7 +23,7 @@ from worker.dbretry import OUTAGE_PATIENCE_SECONDS, retry_db
 from worker.outcome import JobOutcome, PublishedArtifact
 from worker.reporter import DatabaseReporter, trainer_checkpoints
 from worker.training.errors import TrainingCancelled, TrainingError, TrainingPaused
-from worker.training.interfaces import TrainingPaths
+from worker.training.interfaces import TrainingOptions, TrainingPaths
 
 log = logging.getLogger("worker.job_process")
 
@@ -56,7 +56,8 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
         if not checkpoints:  # lost before its first checkpoint: every step trains again
             _forget_steps_after(job_id, 0)
         try:
-            result = run_training(spec, paths, reporter, device=settings.device)
+            options = TrainingOptions.from_settings(settings)
+            result = run_training(spec, paths, reporter, device=settings.device, options=options)
         except TrainingCancelled:
             return JobOutcome(status="cancelled")
         except TrainingPaused as exc:

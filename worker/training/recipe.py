@@ -1,4 +1,5 @@
-"""The training recipe: spec + paths + reporter in, adapter (and merged model) out. No DB, no Celery, no HTTP.
+"""The training recipe: spec + paths + options + reporter in, adapter (and merged model) out. No DB, no Celery,
+no HTTP, no settings or environment (the caller passes the worker's switches as TrainingOptions).
 
 Reads top to bottom: load tokenizer and data → load the base (4-bit for QLoRA) → SFTTrainer with a LoRA
 adapter → save the adapter → optionally reload the base in 16-bit and merge. The training stack is imported
@@ -21,7 +22,7 @@ from worker.training.errors import (
     is_out_of_memory,
     out_of_memory,
 )
-from worker.training.interfaces import Reporter, TrainingPaths, TrainingResult
+from worker.training.interfaces import Reporter, TrainingOptions, TrainingPaths, TrainingResult
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -29,12 +30,18 @@ if TYPE_CHECKING:
 __all__ = ["run_training"]
 
 
-def run_training(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str = "auto") -> TrainingResult:
-    """Fine-tune `paths.base_model` on `paths.train_file` per `spec`.
+def run_training(
+    spec: JobSpec,
+    paths: TrainingPaths,
+    reporter: Reporter,
+    device: str = "auto",
+    options: TrainingOptions = TrainingOptions(),
+) -> TrainingResult:
+    """Fine-tune `paths.base_model` on `paths.train_file` per `spec`, with the worker's switches `options`.
 
     Raises TrainingError, TrainingCancelled or TrainingPaused."""
     try:
-        return _run(spec, paths, reporter, device)
+        return _run(spec, paths, reporter, device, options)
     except (TrainingError, TrainingCancelled, TrainingPaused):
         raise
     except Exception as exc:
@@ -45,7 +52,9 @@ def run_training(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device
         _free_memory()
 
 
-def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -> TrainingResult:
+def _run(
+    spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str, options: TrainingOptions
+) -> TrainingResult:
     import torch
     from transformers import PrinterCallback
     from trl import SFTTrainer
@@ -59,7 +68,7 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
     tokenizer = _load_tokenizer(paths.base_model)
 
     max_len = spec.training.max_seq_length
-    prepared = throughput.load_data(paths, tokenizer, max_len, reporter)  # cached by content hash
+    prepared = throughput.load_data(paths, tokenizer, max_len, reporter, options.data_cache_dir)  # by content hash
     train, valid = prepared.train, prepared.valid
     reporter.event(
         f"Loaded {len(train.dataset)} training examples ({train.format.value})"
@@ -82,7 +91,8 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
     mode = spec.quantization.mode.value if quantized else "none"
     reporter.event(f"Loading base model {paths.base_model.name} ({mode}, {device})", {"quantization": mode})
     with _stage("loading the base model"):
-        model = _load_model(paths.base_model, quantization, config.training_dtype(spec, device, quantized), device)
+        dtype = config.training_dtype(spec, device, quantized)
+        model = _load_model(paths.base_model, quantization, dtype, device, options.attention)
     if quantized and device == "cpu":
         _keep_4bit_layout_trainable(model)
 
@@ -99,6 +109,7 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
         default_optimizer=str(args.optim.value),
         reporter=reporter,
         resume_from=paths.resume_from,
+        options=options,
     )
     callback = ReporterCallback(reporter)
     try:
@@ -116,7 +127,8 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
             raise TrainingError("invalid_target_modules", f"{exc} Use 'attention' or 'all-linear'.") from exc
         raise
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; the reporter has them
-    throughput.install_backoff(trainer, reporter, tuning)  # an OOM step is retried with a halved micro-batch
+    # An OOM step is retried with a halved micro-batch.
+    throughput.install_backoff(trainer, reporter, tuning, options.inject_oom_tokens)
     if quantized and config.compute_dtype(spec, device) == torch.float32:
         _adapter_to_float32(trainer.model)
     trainable, total = trainer.model.get_nb_trainable_parameters()
@@ -194,7 +206,7 @@ def _load_tokenizer(base_model: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _load_model(base_model: Path, quantization: Any, dtype: Any, device: str) -> PreTrainedModel:
+def _load_model(base_model: Path, quantization: Any, dtype: Any, device: str, attention: str) -> PreTrainedModel:
     """The base model on `device`, 4-bit when `quantization` is set."""
     from transformers import AutoModelForCausalLM
 
@@ -206,7 +218,7 @@ def _load_model(base_model: Path, quantization: Any, dtype: Any, device: str) ->
             quantization_config=quantization,
             dtype=dtype,
             device_map={"": device},
-            attn_implementation=attention_implementation(device),
+            attn_implementation=attention_implementation(device, attention),
         )
     except (OSError, ValueError, KeyError) as exc:
         raise TrainingError("invalid_model", f"Cannot load base model {base_model.name}: {exc}") from exc
