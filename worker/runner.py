@@ -135,7 +135,7 @@ def finish_job(job_id: str, outcome: JobOutcome, attempt: int | None = None) -> 
     if status == "lost":
         return
     with unit_of_work() as session:
-        if status == JobStatus.SUCCEEDED:
+        if status == "succeeded":
             job = jobs.get_job_by_id(session, job_id)
             assert job is not None
             team = teams.get_team(session, job.team_id)
@@ -165,14 +165,14 @@ def finish_job(job_id: str, outcome: JobOutcome, attempt: int | None = None) -> 
             events.add_event(session, job_id, f"New fine-tuned model created: {name}")
             events.add_event(session, job_id, "The job has successfully completed")
             webhooks.record_job_event(session, job.team_id, job_id, JobStatus.SUCCEEDED)  # outbox, same commit
-        elif status == JobStatus.PAUSED:
+        elif status == "paused":
             if jobs.transition(
                 session, job_id, [JobStatus.RUNNING], JobStatus.PAUSED, attempt=attempt, pause_requested=False
             ):
                 events.add_event(
                     session, job_id, f"Job paused at step {outcome.step}; resume continues from there"
                 )
-        elif status == JobStatus.CANCELLED:
+        elif status == "cancelled":
             done = jobs.transition(
                 session, job_id, [JobStatus.RUNNING], JobStatus.CANCELLED, attempt=attempt, finished_at=func.now()
             )

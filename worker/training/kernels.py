@@ -117,7 +117,10 @@ def _liger_probe(device: str) -> bool:
 
     def loss_and_grad(liger: bool) -> tuple[float, float]:
         torch.manual_seed(0)
-        model = LlamaForCausalLM(config).to(device=device, dtype=torch.bfloat16)
+        # transformers leaves the model's __init__ unannotated, and types `.to` (wrapped by functools.wraps) as an
+        # unbound call; both calls are the documented ones.
+        built = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
+        model = built.to(device=device, dtype=torch.bfloat16)  # type: ignore[call-arg]
         if liger:
             apply_liger(model)
         peft = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))

@@ -56,6 +56,7 @@ def _run(
     spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str, options: TrainingOptions
 ) -> TrainingResult:
     import torch
+    from peft import PeftModel
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
@@ -106,7 +107,7 @@ def _run(
         prepared,
         args,
         device=device,
-        default_optimizer=str(args.optim.value),
+        default_optimizer=_optimizer_name(args),
         reporter=reporter,
         resume_from=paths.resume_from,
         options=options,
@@ -129,9 +130,11 @@ def _run(
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; the reporter has them
     # An OOM step is retried with a halved micro-batch.
     throughput.install_backoff(trainer, reporter, tuning, options.inject_oom_tokens)
+    peft_model = trainer.model
+    assert isinstance(peft_model, PeftModel)  # SFTTrainer wraps the base in the adapter of `peft_config`
     if quantized and config.compute_dtype(spec, device) == torch.float32:
-        _adapter_to_float32(trainer.model)
-    trainable, total = trainer.model.get_nb_trainable_parameters()
+        _adapter_to_float32(peft_model)
+    trainable, total = peft_model.get_nb_trainable_parameters()
     reporter.event(
         f"LoRA adapter: {trainable:,} trainable parameters ({100 * trainable / total:.2f}% of {total:,})",
         {"trainable_params": trainable, "total_params": total},
@@ -161,7 +164,7 @@ def _run(
         "dataset_format": train.format.value,
         "quantization": mode,
         "device": device,
-        "optimizer": str(getattr(args.optim, "value", args.optim)),
+        "optimizer": _optimizer_name(args),
         "bf16": bool(args.bf16),
         "batching": tuning.as_dict(),
         "steps": steps,
@@ -171,17 +174,22 @@ def _run(
     }
     adapter_dir = paths.output_dir / "adapter"
     reporter.event("Saving adapter")
-    save_adapter(trainer.model, tokenizer, adapter_dir, manifest, base_model_name=paths.base_model.name)
+    save_adapter(peft_model, tokenizer, adapter_dir, manifest, base_model_name=paths.base_model.name)
 
     merged_dir = None
     if "merged" in spec.artifacts:
-        del trainer, model  # free the 4-bit training model before loading the 16-bit base
+        del trainer, model, peft_model  # free the 4-bit training model before loading the 16-bit base
         _free_memory()
         reporter.event("Merging adapter into 16-bit base")
         with _stage("merging the adapter"):
             merged_dir = merge_adapter(paths.base_model, adapter_dir, paths.output_dir / "merged", device)
         reporter.event("Saved merged model")
     return TrainingResult(adapter_dir, merged_dir, steps, callback.tokens, callback.last, tuning.as_dict())
+
+
+def _optimizer_name(args: Any) -> str:
+    """The optimizer of an SFTConfig, by name (TrainingArguments turns `optim` into an OptimizerNames enum)."""
+    return str(getattr(args.optim, "value", args.optim))
 
 
 def _check_inputs(paths: TrainingPaths) -> None:
