@@ -12,6 +12,7 @@ from core.schemas.spec import (
     Hyperparameters,
     LoraSpec,
     QuantizationSpec,
+    ResourceSpec,
     TrainingSpec,
 )
 
@@ -55,16 +56,6 @@ class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["supervised"] = "supervised"
     supervised: SupervisedMethod | None = None
-
-
-class ResourceSpec(BaseModel):
-    """What a job needs from its GPU; omitted: the memory is estimated from the model and spec."""
-
-    model_config = ConfigDict(extra="forbid")
-    min_gpu_memory_gb: float | None = Field(default=None, gt=0, le=10_000, description="Decimal GB.")
-    gpu_type: str | None = Field(
-        default=None, min_length=1, max_length=64, description='Matched within the GPU name, e.g. "A100".'
-    )
 
 
 class JobCreate(BaseModel):
