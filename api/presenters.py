@@ -12,9 +12,9 @@ from api.schemas import (
     FileObject,
     JobError,
     JobPublic,
-    MetricPoint,
     Progress,
 )
+from core.schemas.metrics import StepMetrics
 from db.models import Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
 
 
@@ -87,8 +87,8 @@ def event_object(e: JobEvent) -> EventPublic:
     )
 
 
-def metric_point(m: JobMetric) -> MetricPoint:
-    return MetricPoint.model_validate(m, from_attributes=True)
+def metric_point(m: JobMetric) -> StepMetrics:
+    return StepMetrics.model_validate(m, from_attributes=True)
 
 
 def artifact_object(a: Artifact) -> ArtifactPublic:

@@ -6,6 +6,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.schemas.metrics import StepMetrics
 from core.schemas.spec import (
     DEFAULT_ARTIFACTS,
     ArtifactName,
@@ -176,23 +177,10 @@ class ArtifactPublic(BaseModel):
     download_url: str
 
 
-class MetricPoint(BaseModel):
-    step: int
-    total_steps: int
-    train_loss: float | None
-    grad_norm: float | None
-    learning_rate: float | None
-    epoch: float | None
-    tokens: int | None
-    tokens_per_s: float | None
-    valid_loss: float | None
-    mean_token_accuracy: float | None
-
-
 class MetricsSeries(BaseModel):
     object: Literal["fine_tuning.job.metrics"] = "fine_tuning.job.metrics"
     fine_tuning_job_id: str
-    data: list[MetricPoint]
+    data: list[StepMetrics]
 
 
 class ModelObject(BaseModel):
