@@ -13,6 +13,7 @@ from core.schemas.spec import (
     Hyperparameters,
     LoraSpec,
     QuantizationSpec,
+    ResolvedHyperparameters,
     ResourceSpec,
     TrainingSpec,
 )
@@ -117,8 +118,8 @@ class JobPublic(BaseModel):
     error: JobError | None
     fine_tuned_model: str | None
     finished_at: int | None
-    hyperparameters: dict[str, Any]
-    method: dict[str, Any]
+    hyperparameters: ResolvedHyperparameters
+    method: Method
     model: str
     organization_id: str
     result_files: list[str] = []
@@ -131,13 +132,13 @@ class JobPublic(BaseModel):
     integrations: list[Any] = []
     metadata: dict[str, str] | None
     suffix: str | None
-    lora: dict[str, Any]
-    quantization: dict[str, Any]
-    training: dict[str, Any]
-    artifacts: list[str]
+    lora: LoraSpec
+    quantization: QuantizationSpec
+    training: TrainingSpec
+    artifacts: list[ArtifactName]
     priority: int
     progress: Progress
-    resources: dict[str, Any] | None = None
+    resources: ResourceSpec | None = None
     estimated_gpu_memory_gb: float | None = Field(
         default=None, description="Planning estimate of peak GPU memory (model, quantisation, LoRA, batch, length)."
     )

@@ -107,12 +107,23 @@ class TrainingSpec(_Strict):
     )
 
 
+def _unstated(value: object) -> bool:
+    # A limit the user left out is absent from the dump, not null: the job row and its JSON echo what was asked.
+    return value is None
+
+
 class ResourceSpec(_Strict):
     """What a job needs from its GPU; omitted: the memory is estimated from the model and spec."""
 
-    min_gpu_memory_gb: float | None = Field(default=None, gt=0, le=10_000, description="Decimal GB.")
+    min_gpu_memory_gb: float | None = Field(
+        default=None, gt=0, le=10_000, description="Decimal GB.", exclude_if=_unstated
+    )
     gpu_type: str | None = Field(
-        default=None, min_length=1, max_length=64, description='Matched within the GPU name, e.g. "A100".'
+        default=None,
+        min_length=1,
+        max_length=64,
+        description='Matched within the GPU name, e.g. "A100".',
+        exclude_if=_unstated,
     )
 
 
