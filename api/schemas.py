@@ -6,6 +6,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.enums import ErrorSide
 from core.schemas.metrics import StepMetrics
 from core.schemas.spec import (
     DEFAULT_ARTIFACTS,
@@ -19,6 +20,7 @@ from core.schemas.spec import (
 )
 
 T = TypeVar("T")
+WorkerState = Literal["idle", "starting", "busy", "lost"]
 
 
 class ListPage(BaseModel, Generic[T]):
@@ -100,7 +102,7 @@ class JobError(BaseModel):
     code: str
     message: str
     param: str | None = None
-    side: Literal["user", "system"] | None = None
+    side: ErrorSide | None = None
 
 
 class Progress(BaseModel):
@@ -247,7 +249,7 @@ class PoolWorker(BaseModel):
     gpu_name: str | None
     gpu_memory_total_gb: float | None
     gpu_memory_free_gb: float | None
-    state: Literal["idle", "starting", "busy", "lost"]
+    state: WorkerState
     job: PoolJob | None
     last_heartbeat: int
     started_at: int
