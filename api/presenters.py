@@ -15,6 +15,7 @@ from api.schemas import (
     Progress,
     SupervisedMethod,
 )
+from core.placement import GB
 from core.schemas.metrics import StepMetrics
 from core.schemas.spec import Hyperparameters, JobSpec, ResourceSpec
 from db.models import Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
@@ -67,7 +68,7 @@ def job_object(job: TrainingJob) -> JobPublic:
         artifacts=spec.artifacts,
         priority=job.priority,
         resources=ResourceSpec.model_validate(job.resources) if job.resources else None,
-        estimated_gpu_memory_gb=round(job.memory_estimate_bytes / 1e9, 2) if job.memory_estimate_bytes else None,
+        estimated_gpu_memory_gb=round(job.memory_estimate_bytes / GB, 2) if job.memory_estimate_bytes else None,
         progress=Progress(
             step=job.step,
             total_steps=job.total_steps,

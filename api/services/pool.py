@@ -8,11 +8,10 @@ from sqlalchemy.orm import Session
 
 from api.schemas import PoolJob, PoolPublic, PoolTeamQueue, PoolWorker, WorkerState
 from core.enums import JobStatus
+from core.placement import GB
 from core.settings import Settings
 from db.models import Team, TrainingJob, Worker
 from db.repositories import jobs, teams, workers
-
-GB = 1e9
 
 
 def pool_view(session: Session, settings: Settings, team: Team) -> PoolPublic:
