@@ -183,7 +183,8 @@ def test_pool_page_shows_workers_and_quota_and_pause_is_wired(browser: TestClien
     finally:
         with unit_of_work() as session:
             workers.remove_worker(session, worker_id)
-    job_id = make_job(api, max_steps=2)  # validating its file: not yet pausable, and the service says so
-    r = browser.post(f"/jobs/{job_id}/pause", data={"csrf_token": csrf})
+    job_id = make_job(api, max_steps=2)
+    assert api.post(f"/v1/fine_tuning/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    r = browser.post(f"/jobs/{job_id}/pause", data={"csrf_token": csrf})  # the service refuses, as a notice
     assert r.status_code == 303
-    assert "only queued or running jobs pause" in browser.get(f"/jobs/{job_id}").text
+    assert f"job {job_id} is cancelled; only queued or running jobs pause" in browser.get(f"/jobs/{job_id}").text
