@@ -65,6 +65,33 @@ def admin_create_key(team: str, name: str = "") -> None:
     console.print(f"API key for {found.name} (shown once): [bold]{key}[/]")
 
 
+@admin_app.command("keys")
+def admin_keys(team: str) -> None:
+    """List a team's API keys: id, prefix, name, created, last used, revoked."""
+    from rich.table import Table
+
+    from api.services import teams
+    from db.session import unit_of_work
+
+    table = Table("id", "prefix", "name", "created", "last used", "revoked")
+    with unit_of_work() as session:
+        for k in teams.list_api_keys(session, team):
+            when = [t.strftime("%Y-%m-%d %H:%M") if t else "-" for t in (k.created_at, k.last_used_at, k.revoked_at)]
+            table.add_row(k.id, k.prefix + "…", k.name or "-", *when)
+    console.print(table)
+
+
+@admin_app.command("revoke-key")
+def admin_revoke_key(team: str, key_id: str) -> None:
+    """Revoke an API key (its requests get 401, its dashboard sessions and open streams end)."""
+    from api.services import teams
+    from db.session import unit_of_work
+
+    with unit_of_work() as session:
+        key = teams.revoke_api_key(session, team, key_id)
+    console.print(f"revoked {key.id} ({key.prefix}…) of team {team}")
+
+
 @admin_app.command("set-quota")
 def admin_set_quota(
     team: str,
