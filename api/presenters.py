@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from api.schemas import (
+    ApiKeyPublic,
     ArtifactPublic,
     CheckpointPublic,
     EventPublic,
@@ -15,11 +16,24 @@ from api.schemas import (
     MetricPoint,
     Progress,
 )
-from db.models import Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
+from db.models import ApiKey, Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
 
 
 def ts(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value else None
+
+
+def api_key_object(k: ApiKey) -> ApiKeyPublic:
+    """A key as the admin list shows it: never the key itself, only its prefix."""
+    return ApiKeyPublic(
+        id=k.id,
+        team_id=k.team_id,
+        name=k.name,
+        prefix=k.prefix,
+        created_at=int(k.created_at.timestamp()),
+        last_used_at=ts(k.last_used_at),
+        revoked_at=ts(k.revoked_at),
+    )
 
 
 def file_object(f: DatasetFile) -> FileObject:
@@ -78,7 +92,7 @@ def job_object(job: TrainingJob) -> JobPublic:
 
 def event_object(e: JobEvent) -> EventPublic:
     return EventPublic(
-        id=f"ftevent-{e.seq}",
+        id=f"ftevent-{e.job_seq}",
         created_at=int(e.created_at.timestamp()),
         level=e.level,
         message=e.message,

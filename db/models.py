@@ -121,7 +121,8 @@ class TrainingJob(Base):
 
 
 class JobEvent(Base):
-    """OpenAI-shaped job events; `seq` orders them and is the SSE event id."""
+    """OpenAI-shaped job events. `job_seq` numbers a job's events 1, 2, 3, …: it is the public event id (SSE
+    `id:`, `ftevent-N`), so ids say nothing about other teams' activity; `seq` is the internal row key."""
 
     __tablename__ = "job_event"
 
@@ -132,8 +133,12 @@ class JobEvent(Base):
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = _now()
+    job_seq: Mapped[int] = mapped_column(BigInteger)
 
-    __table_args__ = (Index("ix_job_event_job_seq", "job_id", "seq"),)
+    __table_args__ = (
+        Index("ix_job_event_job_seq", "job_id", "seq"),
+        Index("ux_job_event_job_number", "job_id", "job_seq", unique=True),
+    )
 
 
 class JobMetric(Base):

@@ -55,7 +55,7 @@ def live(job_id: str, session: SessionDep, browser: Browser, after_seq: int = 0)
     return {
         "job": presenters.job_object(job).model_dump(),
         "metrics": views.chart_points(metrics.list_metrics(session, job.id)),
-        "events": [{"seq": e.seq, **presenters.event_object(e).model_dump()} for e in new_events],
+        "events": [{"seq": e.job_seq, **presenters.event_object(e).model_dump()} for e in new_events],
     }
 
 

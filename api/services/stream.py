@@ -61,7 +61,7 @@ def _read_events(job_id: str, after: int, limit: int = REPLAY_BATCH) -> list[Str
         for row in rows:
             status = (row.data or {}).get("status") if row.type == "status" else None
             body = event_object(row).model_dump_json()
-            out.append(StreamEvent(row.seq, row.type, status, _frame(row.seq, row.type, body)))
+            out.append(StreamEvent(row.job_seq, row.type, status, _frame(row.job_seq, row.type, body)))
         return out
 
 
@@ -108,7 +108,8 @@ class Feed:
         while True:
             polled = False
             try:
-                async with asyncio.timeout(min(POLL_SECONDS, ping_seconds())):
+                # A quarter of the ping period: the watchers ping (and re-check their key) on these ticks.
+                async with asyncio.timeout(min(POLL_SECONDS, ping_seconds() / 4)):
                     await self.wake.wait()
             except TimeoutError:
                 polled = True

@@ -193,3 +193,30 @@ def test_dashboard_pages_carry_security_headers_and_no_inline_script(browser: Te
         inline = [m for m in re.findall(r"<script\b[^>]*>", text) if "src=" not in m and "application/json" not in m]
         assert not inline, (template.name, inline)
         assert not re.search(r"\son[a-z]+\s*=", text), template.name
+
+
+def test_event_ids_are_numbered_per_job_and_reveal_no_other_activity(api, make_team) -> None:  # type: ignore[no-untyped-def]
+    from db.repositories import events
+    from db.session import unit_of_work
+
+    other = make_team()
+    theirs = {"Authorization": f"Bearer {other.key}"}
+    other_file = api.post("/v1/files", files={"file": ("t.jsonl", jsonl(CHAT))}, data={"purpose": "fine-tune"},
+                          headers=theirs).json()["id"]  # fmt: skip
+    other_job = api.post("/v1/fine_tuning/jobs", json={"model": TINY_MODEL, "training_file": other_file},
+                         headers=theirs).json()["id"]  # fmt: skip
+    with unit_of_work() as session:  # the other team is busy: many events
+        for i in range(25):
+            events.add_event(session, other_job, f"step {i}")
+    file_id = upload(api, jsonl(CHAT)).json()["id"]
+    job_id = api.post("/v1/fine_tuning/jobs", json={"model": TINY_MODEL, "training_file": file_id}).json()["id"]
+    with unit_of_work() as session:
+        events.add_event(session, job_id, "mine")
+    ids = [e["id"] for e in api.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"limit": 100}).json()["data"]]
+    numbers = sorted(int(i.removeprefix("ftevent-")) for i in ids)
+    assert numbers == list(range(1, len(ids) + 1)) and all(isinstance(i, str) for i in ids)
+    # The cursor pages by the same numbers.
+    older = api.get(f"/v1/fine_tuning/jobs/{job_id}/events", params={"after": f"ftevent-{numbers[-1]}"})
+    assert [int(e["id"].removeprefix("ftevent-")) for e in older.json()["data"]] == numbers[-2::-1]
+    for job, headers in ((job_id, None), (other_job, theirs)):
+        api.post(f"/v1/fine_tuning/jobs/{job}/cancel", headers=headers)
