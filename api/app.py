@@ -9,6 +9,7 @@ from api.errors import install_error_handlers
 from api.headers import SecurityHeadersMiddleware
 from api.limits import BodyLimitMiddleware, BodyTooLarge, too_large_handler
 from api.observability import ObservabilityMiddleware
+from api.openapi import install_openapi
 from api.routes import admin, artifacts, files, jobs, models, ops, pool, quotas, stream, webhooks
 from core.logging import configure_logging
 from core.settings import get_settings
@@ -33,4 +34,5 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     mount_dashboard(app)  # last: its `/` pages never shadow the API's routes
+    install_openapi(app)
     return app

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from api import presenters
 from api.deps import AdminTeam, SessionDep
 from api.schemas import ApiKeyCreated, ApiKeyPublic, ListPage, TeamPublic
 from api.services import teams as service
-from db.models import ApiKey
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -48,26 +46,10 @@ def create_key(team_id: str, body: KeyCreate, session: SessionDep, _: AdminTeam)
     return ApiKeyCreated(id=key.id, team_id=team.id, name=key.name, key=plaintext)
 
 
-def _ts(value: datetime | None) -> int | None:
-    return int(value.timestamp()) if value else None
-
-
-def _key_public(k: ApiKey) -> ApiKeyPublic:
-    return ApiKeyPublic(
-        id=k.id,
-        team_id=k.team_id,
-        name=k.name,
-        prefix=k.prefix,
-        created_at=int(k.created_at.timestamp()),
-        last_used_at=_ts(k.last_used_at),
-        revoked_at=_ts(k.revoked_at),
-    )
-
-
 @router.get("/teams/{team_id}/keys", response_model=ListPage[ApiKeyPublic])
 def list_keys(team_id: str, session: SessionDep, _: AdminTeam) -> ListPage[ApiKeyPublic]:
     """The team's keys: prefix, name, created, last used (about a minute fresh), revoked."""
-    return ListPage(data=[_key_public(k) for k in service.list_api_keys(session, team_id)])
+    return ListPage(data=[presenters.api_key_object(k) for k in service.list_api_keys(session, team_id)])
 
 
 @router.delete("/teams/{team_id}/keys/{key_id}", response_model=ApiKeyPublic)
@@ -75,4 +57,4 @@ def revoke_key(team_id: str, key_id: str, session: SessionDep, _: AdminTeam) -> 
     """Revoke a key at once: 401 for its requests, its dashboard sessions end, its open streams close."""
     key = service.revoke_api_key(session, team_id, key_id)
     session.commit()
-    return _key_public(key)
+    return presenters.api_key_object(key)
