@@ -98,3 +98,18 @@ def api(service_urls: tuple[str, str], team: TeamKey) -> Iterator[httpx.Client]:
 
     with TestClient(create_app(), headers={"Authorization": f"Bearer {team.key}"}) as client:
         yield client
+
+
+@pytest.fixture
+def override_settings(service_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Factory: set TUNEPOOL_* settings for this test's in-process app (`override_settings(metrics_token="t")`)."""
+    from core.settings import get_settings
+
+    def override(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(f"TUNEPOOL_{name.upper()}", value)
+        get_settings.cache_clear()
+
+    yield override
+    monkeypatch.undo()
+    get_settings.cache_clear()

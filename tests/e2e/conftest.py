@@ -32,6 +32,8 @@ def running_service(service_urls: tuple[str, str], data_dir: Path) -> Iterator[R
         # Webhook retries in tenths of a second, so the retry tests see several attempts quickly.
         TUNEPOOL_WEBHOOK_BACKOFF_SECONDS="0.2",
         TUNEPOOL_WEBHOOK_MAX_ATTEMPTS="4",
+        # The tests' receivers listen on loopback, which only an admin's allow-list opens to webhooks.
+        TUNEPOOL_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
     )
     log_dir = data_dir / "log"
     port = free_port()

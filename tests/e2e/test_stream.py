@@ -146,7 +146,7 @@ def test_stream_of_an_unknown_or_foreign_job_is_404(http, running_service, make_
     assert read_stream(http, job_id)[-1].data == {"status": "cancelled"}
 
 
-def test_a_silent_stream_still_pings(http, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_silent_stream_still_pings(http, monkeypatch, override_settings) -> None:  # type: ignore[no-untyped-def]
     """A watcher of a paused job (no new events) still gets keep-alive comments: the feed's poll is their clock."""
     from api.services import stream
 
@@ -159,7 +159,7 @@ def test_a_silent_stream_still_pings(http, monkeypatch) -> None:  # type: ignore
     while (status := http.get(f"/fine_tuning/jobs/{job_id}").json()["status"]) != "paused":
         assert status not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline
         time.sleep(0.2)
-    monkeypatch.setattr(stream, "PING_SECONDS", 0.5)
+    override_settings(stream_ping_seconds="0.5")
     monkeypatch.setattr(stream, "POLL_SECONDS", 0.2)
 
     async def first_live_chunk(after: int) -> bytes:
