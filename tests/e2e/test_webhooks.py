@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,8 +12,8 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.api.test_files import CHAT, jsonl
-from tests.conftest import TINY_MODEL
+from tests.support.data import CHAT, TINY_MODEL, jsonl
+from tests.support.waiting import wait_until
 
 
 @dataclass
@@ -34,13 +33,14 @@ class Receiver:
     received: list[Receipt] = field(default_factory=list)
 
     def wait(self, path: str, count: int, timeout: float = 60) -> list[Receipt]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = [r for r in self.received if r.path == path]
-            if len(got) >= count:
-                return got
-            time.sleep(0.1)
-        raise TimeoutError(f"{path}: {len([r for r in self.received if r.path == path])} of {count} POSTs")
+        def got() -> list[Receipt]:
+            return [r for r in self.received if r.path == path]
+
+        return wait_until(
+            lambda: got() if len(got()) >= count else None,
+            timeout,
+            message=lambda: f"{path}: {len(got())} of {count} POSTs",
+        )
 
 
 @pytest.fixture
@@ -82,13 +82,13 @@ def _verified(receipt: Receipt, secret: str) -> dict:  # type: ignore[type-arg]
 
 
 def _deliveries(client: httpx.Client, webhook_id: str, until: str, timeout: float = 30) -> list[dict]:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = client.get(f"/v1/webhooks/{webhook_id}/deliveries").json()["data"]
-        if log and all(d["status"] == until for d in log):
-            return list(log)
-        time.sleep(0.1)
-    raise TimeoutError(f"deliveries of {webhook_id} not all {until}: {log}")
+    log: list[dict] = []  # type: ignore[type-arg]
+
+    def settled() -> list[dict] | None:  # type: ignore[type-arg]
+        log[:] = client.get(f"/v1/webhooks/{webhook_id}/deliveries").json()["data"]
+        return list(log) if log and all(d["status"] == until for d in log) else None
+
+    return wait_until(settled, timeout, message=lambda: f"deliveries of {webhook_id} not all {until}: {log}")
 
 
 def _new_job(client: httpx.Client) -> str:
@@ -153,7 +153,7 @@ def test_bad_webhook_urls_and_events_are_refused(client) -> None:  # type: ignor
     assert r.status_code == 400 and r.json()["error"]["param"] == "events"
 
 
-def test_training_success_and_failure_send_their_webhooks(client, receiver, team) -> None:  # type: ignore[no-untyped-def]
+def test_training_success_and_failure_send_their_webhooks(client, receiver, team, service_settings) -> None:  # type: ignore[no-untyped-def]
     from worker import runner
 
     hook = client.post("/v1/webhooks", json={"url": receiver.url + "/hook"}).json()
