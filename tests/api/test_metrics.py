@@ -10,8 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.logging import JsonFormatter
-from tests.api.test_files import CHAT, jsonl, upload
-from tests.conftest import TINY_MODEL
+from tests.support.data import CHAT, TINY_MODEL, jsonl, upload
 
 METRICS_TOKEN = "scrape-token-for-tests"
 

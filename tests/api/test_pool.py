@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.api import pool_helpers
 from tests.api.pool_helpers import auth, claim, queue, submit
-from tests.conftest import TINY_MODEL
+from tests.support.data import TINY_MODEL
 
 register_worker = pool_helpers.register_worker  # fixtures
 cancel_leftovers = pool_helpers.cancel_leftovers
@@ -128,7 +128,7 @@ def test_worker_missing_heartbeats_is_lost_and_gets_no_work(api, team, register_
 
     from db.models import Worker
     from db.session import unit_of_work
-    from tests.api.test_pool_scheduling import Recorder
+    from tests.api.pool_helpers import Recorder
     from worker.dispatcher import dispatch
 
     stale = register_worker("stale")

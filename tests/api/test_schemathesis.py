@@ -79,8 +79,7 @@ def test_stateful_workflows_answer_within_the_schema(server_url, auth_headers, t
 
     import httpx
 
-    from tests.api.test_files import CHAT, jsonl
-    from tests.conftest import TINY_MODEL
+    from tests.support.data import CHAT, TINY_MODEL, jsonl
 
     # Real objects for the links to start from: a valid file and a job using it.
     with httpx.Client(base_url=server_url, headers=auth_headers) as http:

@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from cli import processes
-from tests.api.test_files import CHAT, jsonl
-from tests.conftest import TINY_MODEL, TeamKey
 from tests.servers import free_port
+from tests.support.data import CHAT, TINY_MODEL, jsonl
+from tests.support.teams import TeamKey
 
 PING_S = 1.0
 PER_KEY, PER_TEAM = 2, 3

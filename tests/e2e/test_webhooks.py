@@ -13,8 +13,8 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.api.test_files import CHAT, jsonl
-from tests.conftest import TINY_MODEL
+from tests.support.data import CHAT, TINY_MODEL, jsonl
+from tests.support.waiting import wait_until
 
 
 @dataclass
@@ -35,13 +35,14 @@ class Receiver:
     received: list[Receipt] = field(default_factory=list)
 
     def wait(self, path: str, count: int, timeout: float = 60) -> list[Receipt]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = [r for r in self.received if r.path == path]
-            if len(got) >= count:
-                return got
-            time.sleep(0.1)
-        raise TimeoutError(f"{path}: {len([r for r in self.received if r.path == path])} of {count} POSTs")
+        def got() -> list[Receipt]:
+            return [r for r in self.received if r.path == path]
+
+        return wait_until(
+            lambda: got() if len(got()) >= count else None,
+            timeout,
+            message=lambda: f"{path}: {len(got())} of {count} POSTs",
+        )
 
 
 @pytest.fixture
@@ -84,13 +85,13 @@ def _verified(receipt: Receipt, secret: str) -> dict:  # type: ignore[type-arg]
 
 
 def _deliveries(client: httpx.Client, webhook_id: str, until: str, timeout: float = 30) -> list[dict]:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = client.get(f"/v1/webhooks/{webhook_id}/deliveries").json()["data"]
-        if log and all(d["status"] == until for d in log):
-            return list(log)
-        time.sleep(0.1)
-    raise TimeoutError(f"deliveries of {webhook_id} not all {until}: {log}")
+    log: list[dict] = []  # type: ignore[type-arg]
+
+    def settled() -> list[dict] | None:  # type: ignore[type-arg]
+        log[:] = client.get(f"/v1/webhooks/{webhook_id}/deliveries").json()["data"]
+        return list(log) if log and all(d["status"] == until for d in log) else None
+
+    return wait_until(settled, timeout, message=lambda: f"deliveries of {webhook_id} not all {until}: {log}")
 
 
 def _new_job(client: httpx.Client) -> str:
@@ -155,7 +156,7 @@ def test_bad_webhook_urls_and_events_are_refused(client) -> None:  # type: ignor
     assert r.status_code == 400 and r.json()["error"]["param"] == "events"
 
 
-def test_training_success_and_failure_send_their_webhooks(client, receiver, team) -> None:  # type: ignore[no-untyped-def]
+def test_training_success_and_failure_send_their_webhooks(client, receiver, team, service_settings) -> None:  # type: ignore[no-untyped-def]
     from worker import runner
 
     hook = client.post("/v1/webhooks", json={"url": receiver.url + "/hook"}).json()
@@ -201,7 +202,9 @@ def test_training_success_and_failure_send_their_webhooks(client, receiver, team
         assert jobs.get_job_by_id(session, failing).status == "failed"
 
 
-def test_a_slow_and_a_poisoned_endpoint_delay_no_other_team(client, receiver, team, make_team) -> None:  # type: ignore[no-untyped-def]
+def test_a_slow_and_a_poisoned_endpoint_delay_no_other_team(  # type: ignore[no-untyped-def]
+    client, receiver, team, make_team, service_settings
+) -> None:
     """Team A's endpoints hang for 6 s or cannot even be sent to; team B's delivery still lands at once."""
     from db.models import WebhookEndpoint
     from db.repositories import webhooks
@@ -230,12 +233,17 @@ def test_a_slow_and_a_poisoned_endpoint_delay_no_other_team(client, receiver, te
         assert waited < 3.0, f"team B's delivery waited {waited:.1f} s behind team A's endpoints"
         assert _verified(post, good["secret"])["data"] == {"id": good_job}
     # Each poisoned delivery is a failed try of its own (it used to stall the round with 0 attempts).
-    deadline = time.monotonic() + 30
-    while True:
+    def poisoned_deliveries() -> list[tuple[int, str | None]]:
         with unit_of_work() as session:
-            poisoned = [(d.attempts, d.last_error) for e in webhooks.list_endpoints(session, team.team_id)
-                        if "/slow" not in e.url for d in webhooks.list_deliveries(session, e.id)]  # fmt: skip
-        if len(poisoned) == 6 and all(n >= 1 for n, _ in poisoned) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+            return [(d.attempts, d.last_error) for e in webhooks.list_endpoints(session, team.team_id)
+                    if "/slow" not in e.url for d in webhooks.list_deliveries(session, e.id)]  # fmt: skip
+
+    def all_tried() -> list[tuple[int, str | None]] | None:
+        got = poisoned_deliveries()
+        return got if len(got) == 6 and all(n >= 1 for n, _ in got) else None
+
+    try:
+        poisoned = wait_until(all_tried, 30)
+    except TimeoutError:
+        poisoned = poisoned_deliveries()
     assert len(poisoned) == 6 and all(n >= 1 and error == "invalid_url" for n, error in poisoned), poisoned

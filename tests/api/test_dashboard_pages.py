@@ -12,8 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.test_files import CHAT, jsonl, upload
-from tests.conftest import TINY_MODEL
+from tests.support.data import CHAT, TINY_MODEL, jsonl, upload
 
 TEMPLATES = Path(__file__).parents[2] / "api" / "dashboard" / "templates"
 BAD_CURSORS = ["²", "Â²", "99999999999999999999999", "-5", "12a", "ftevent-"]  # "Â²": UTF-8 ² read as latin-1
