@@ -15,6 +15,7 @@ from cli import processes
 from tests.servers import free_port
 from tests.support.data import CHAT, TINY_MODEL, jsonl
 from tests.support.teams import TeamKey
+from tests.support.waiting import wait_until
 
 PING_S = 1.0
 PER_KEY, PER_TEAM = 2, 3
@@ -78,10 +79,7 @@ def watch(client: httpx.Client, path: str) -> Watcher:
 
 
 def wait_for(predicate, timeout: float = 15) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+    wait_until(predicate, timeout, interval=0.05)
 
 
 def client_for(server: str, key: str) -> httpx.Client:
