@@ -23,7 +23,7 @@ from core.enums import ErrorSide, JobStatus
 from core.ids import new_id
 from core.logging import log_context
 from core.settings import get_settings
-from db import doorbell
+from db import eventbus
 from db.models import Artifact
 from db.repositories import artifacts, events, jobs, teams, webhooks, workers
 from db.session import unit_of_work
@@ -55,12 +55,12 @@ def run_job(job_id: str, worker_id: str) -> None:
             retry_db(lambda: finish_job(job_id, outcome, attempt), f"record the outcome of job {job_id}")
     finally:
         retry_db(lambda: _clear_current_job(worker_id), f"clear worker {worker_id}'s current job")
-        doorbell.ring()
 
 
 def _clear_current_job(worker_id: str) -> None:
     with unit_of_work() as session:
         workers.set_current_job(session, worker_id, None)
+        eventbus.ring_after_commit(session)  # its GPU is free: the dispatcher places the next job now
 
 
 def _train_in_child(job_id: str, attempt: int) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from api.services import files as files_service
 from api.services import jobs as jobs_service
 from api.uploads import MultipartUpload
 from core.errors import NotFound
-from db import doorbell
 from db.repositories import events, metrics
 
 router = APIRouter(include_in_schema=False)
@@ -32,7 +31,6 @@ async def upload(
     upload = MultipartUpload(request, max_file_bytes=settings.max_upload_bytes)
     upload.fields.setdefault("purpose", "fine-tune")  # the page uploads training data; a sent field wins
     row = await files_service.upload_file(session, store, settings, browser.team, upload=upload)
-    session.commit()
     return presenters.file_object(row).model_dump()
 
 
@@ -40,8 +38,6 @@ async def upload(
 def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, browser: FetchWriter) -> JSONResponse:
     """The API's job creation; its 400s (with `param`) come back as-is for the form to show inline."""
     job = jobs_service.create_job(session, settings, browser.team, body)
-    session.commit()
-    doorbell.ring()
     return JSONResponse({"id": job.id, "url": f"/jobs/{job.id}"}, 201)
 
 
@@ -64,7 +60,6 @@ def stream(job_id: str, request: Request, session: SessionDep, browser: Browser)
     open_stream = views.optional_service("api.services.stream", "stream_job")
     if open_stream is None:
         raise NotFound("the event stream is not available on this server; poll live.json")
-    session.close()  # the stream may last hours: return the pooled connection now
     last = request.headers.get("last-event-id") or request.query_params.get("after") or ""
     after = int(last.removeprefix("ftevent-")) if last.removeprefix("ftevent-").isdigit() else 0
     return StreamingResponse(

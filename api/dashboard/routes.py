@@ -16,7 +16,6 @@ from api.deps import SessionDep, SettingsDep
 from api.services import jobs as jobs_service
 from api.services import teams
 from core.errors import DomainError, NotFound, Unauthorized
-from db import doorbell
 
 router = APIRouter(include_in_schema=False)
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
@@ -127,12 +126,11 @@ def job_action(job_id: str, action: str, session: SessionDep, browser: FormWrite
     if handler is None:
         raise NotFound(f"no action {action!r}")
     try:
-        handler(session, browser.team, job_id)
-        session.commit()
-        doorbell.ring()  # a resumed job needs the dispatcher; a cancelled one frees a slot
+        handler(session, browser.team, job_id)  # the request's commit rings the doorbell for a resumed job
     except NotFound:
         raise
     except DomainError as exc:
+        session.rollback()  # a refused action writes nothing, though the page still answers
         # A one-shot cookie, not a query string: nobody can craft a link that shows their own "notice".
         response = RedirectResponse(f"/jobs/{job_id}", 303)
         response.set_cookie(

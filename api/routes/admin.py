@@ -28,7 +28,6 @@ def _team_public(t) -> TeamPublic:  # type: ignore[no-untyped-def]
 @router.post("/teams", response_model=TeamPublic)
 def create_team(body: TeamCreate, session: SessionDep, _: AdminTeam) -> TeamPublic:
     team = service.create_team(session, body.name, is_admin=body.is_admin)
-    session.commit()
     return _team_public(team)
 
 
@@ -41,5 +40,4 @@ def list_teams(session: SessionDep, _: AdminTeam) -> ListPage[TeamPublic]:
 def create_key(team_id: str, body: KeyCreate, session: SessionDep, _: AdminTeam) -> ApiKeyCreated:
     team = service.find_team(session, team_id)
     key, plaintext = service.create_api_key(session, team.id, body.name)
-    session.commit()
     return ApiKeyCreated(id=key.id, team_id=team.id, name=key.name, key=plaintext)

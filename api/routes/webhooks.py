@@ -73,7 +73,6 @@ def _delivery(d: WebhookDelivery) -> WebhookDeliveryPublic:
 @router.post("", response_model=WebhookPublic)
 def create_webhook(body: WebhookCreate, session: SessionDep, team: CurrentTeam) -> WebhookPublic:
     endpoint = service.create_endpoint(session, team, body.url, body.events)
-    session.commit()
     return _endpoint(endpoint, with_secret=True)
 
 
@@ -90,7 +89,6 @@ def get_webhook(webhook_id: str, session: SessionDep, team: CurrentTeam) -> Webh
 @router.delete("/{webhook_id}", response_model=DeletedObject)
 def delete_webhook(webhook_id: str, session: SessionDep, team: CurrentTeam) -> DeletedObject:
     service.delete_endpoint(session, team, webhook_id)
-    session.commit()
     return DeletedObject(id=webhook_id, object="webhook_endpoint")
 
 

@@ -15,6 +15,7 @@ from core.logging import request_id as log_context_request_id
 from core.registry import load_registry
 from core.schemas.spec import JobSpec, resolve_hyperparameters
 from core.settings import Settings
+from db import eventbus
 from db.models import Team, TrainingJob
 from db.repositories import events, jobs, webhooks
 from db.repositories import files as files_repo
@@ -77,6 +78,7 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
         ),
     )
     events.add_status_event(session, job.id, JobStatus.VALIDATING_FILES.value)
+    eventbus.ring_after_commit(session)  # the dispatcher validates it without waiting for its poll
     events.add_event(session, job.id, f"Validating training file: {train.id}")
     if body.validation_file:
         events.add_event(session, job.id, f"Validating validation file: {body.validation_file}")
@@ -158,6 +160,8 @@ def resume_job(session: Session, team: Team, job_id: str) -> TrainingJob:
         pause_requested=False,
     ):
         raise InvalidRequest(f"job {job_id} is {status.value}; only paused jobs resume", param="fine_tuning_job_id")
+    else:
+        eventbus.ring_after_commit(session)  # queued again: the dispatcher places it without waiting for its poll
     session.flush()
     session.refresh(job)
     return job
