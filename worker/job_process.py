@@ -18,11 +18,11 @@ from core.schemas.spec import JobSpec
 from core.settings import get_settings
 from core.storage import ObjectStore, StorageError, configured_store
 from db.models import Artifact, DatasetFile, TrainingJob
-from db.repositories import files, jobs, metrics
+from db.repositories import artifacts, files, jobs, metrics
 from db.session import unit_of_work
 from worker.archive import fetch, fetch_dir, publish_dir
 from worker.dbretry import OUTAGE_PATIENCE_SECONDS, retry_db
-from worker.reporter import DatabaseReporter, trainer_checkpoints
+from worker.reporter import DatabaseReporter
 
 log = logging.getLogger("worker.job_process")
 
@@ -112,7 +112,7 @@ def _load(job_id: str) -> tuple[TrainingJob, DatasetFile | None, DatasetFile | N
         assert job is not None, job_id
         train = files.get_file_any_team(session, job.training_file_id)
         valid = files.get_file_any_team(session, job.validation_file_id) if job.validation_file_id else None
-        return job, train, valid, trainer_checkpoints(session, job_id)
+        return job, train, valid, artifacts.trainer_checkpoints(session, job_id)
 
 
 def _forget_steps_after(job_id: str, step: int) -> None:

@@ -16,10 +16,9 @@ from core.enums import ErrorSide, JobStatus
 from core.settings import get_settings
 from core.tasks import gpu_queue
 from db.models import TrainingJob
-from db.repositories import events, jobs, usage, workers
+from db.repositories import artifacts, events, jobs, usage, workers
 from db.session import unit_of_work
 from worker import runner
-from worker.reporter import trainer_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ def _requeue(session: Session, job: TrainingJob, losses: int, reason: str, max_a
         dispatched_at=None,
         dispatched_to=None,
     )
-    stored = trainer_checkpoints(session, job.id)
+    stored = artifacts.trainer_checkpoints(session, job.id)
     resume = stored[-1].step if stored else None
     where = f"from the checkpoint at step {resume}" if resume else "from the start (no checkpoint yet)"
     events.add_event(

@@ -24,13 +24,13 @@ from core.schemas.metrics import StepMetrics
 from core.storage import ObjectStore
 from db.models import Artifact
 from db.repositories import artifacts, events, jobs, metrics
+from db.repositories.artifacts import CHECKPOINT_PREFIX
 from db.session import unit_of_work
 from worker.archive import publish_dir
 from worker.dbretry import Backoff, is_outage
 
 log = logging.getLogger(__name__)
 STOP_CHECK_SECONDS = 1.0
-CHECKPOINT_PREFIX = "checkpoint-"  # trainer checkpoints' filenames; the final adapter's is adapter.tar
 # A refused connection costs a step a millisecond: try again soon, so the writes land soon after the database is back.
 RETRY_CAP_SECONDS = 2.0
 # After a failed try that hung (a connect timing out), wait this many times as long before the next: a database that
@@ -215,7 +215,7 @@ class DatabaseReporter:
 
     def _add_checkpoint(self, session: Session, row: dict[str, Any]) -> list[str]:
         """Add the checkpoint's row, drop the ones no longer kept; the storage keys to delete after the commit."""
-        existing = trainer_checkpoints(session, self.job_id)
+        existing = artifacts.trainer_checkpoints(session, self.job_id)
         for old in existing:
             if old.step == row["step"]:  # the step ran again after a resume: the new checkpoint replaces it
                 artifacts.delete_artifact(session, old.id)
@@ -259,12 +259,6 @@ class DatabaseReporter:
             )
         self._down_since, self._delayed, self._retry_at = None, 0, 0.0
         self._backoff.reset()
-
-
-def trainer_checkpoints(session: Session, job_id: str) -> list[Artifact]:
-    """The job's resumable checkpoints (not the final adapter, which is listed as a checkpoint too)."""
-    rows = artifacts.list_artifacts(session, job_id, kind=ArtifactKind.CHECKPOINT.value)
-    return sorted((a for a in rows if a.filename.startswith(CHECKPOINT_PREFIX)), key=lambda a: a.step or 0)
 
 
 def checkpoints_to_drop(rows: list[Artifact], keep: int) -> list[Artifact]:
