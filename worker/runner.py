@@ -16,16 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func
-from sqlalchemy.orm import Session
-
 from core.enums import ErrorSide, JobStatus
-from core.ids import new_id
 from core.logging import log_context
 from core.settings import get_settings
-from db import eventbus
-from db.models import Artifact
-from db.repositories import artifacts, events, jobs, teams, webhooks, workers
+from db import eventbus, lifecycle
+from db.repositories import jobs, teams, workers
 from db.session import unit_of_work
 from worker.dbretry import retry_db
 
@@ -38,15 +33,11 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 def run_job(job_id: str, worker_id: str) -> None:
     """Claim, train, finish. A second delivery of the same job finds it claimed and returns."""
     with unit_of_work() as session:
-        job = jobs.claim_job(session, job_id, worker_id)
-        if job is None:
-            log.info("job %s is not queued any more; skipping duplicate delivery", job_id)
-            workers.release_reservation(session, worker_id, job_id)
-            return
-        workers.set_current_job(session, worker_id, job_id)
-        attempt = job.attempts
-        note = f" (attempt {attempt})" if attempt > 1 else ""
-        events.add_event(session, job_id, f"Fine-tuning job started on worker {worker_id}{note}")
+        job = lifecycle.claim(session, job_id, worker_id)
+    if job is None:
+        log.info("job %s is not queued any more; skipping duplicate delivery", job_id)
+        return
+    attempt = job.attempts
     try:
         with log_context(job_id=job_id, team_id=job.team_id, request_id=job.request_id, worker_id=worker_id):
             outcome = _train_in_child(job_id, attempt)
@@ -143,66 +134,20 @@ def finish_job(job_id: str, outcome: dict[str, Any], attempt: int | None = None)
             assert job is not None
             team = teams.get_team(session, job.team_id)
             name = fine_tuned_model_name(job.model, team.name if team else job.team_id, job.suffix, job_id)
-            done = jobs.transition(
+            lifecycle.succeed(
                 session,
                 job_id,
-                [JobStatus.RUNNING],
-                JobStatus.SUCCEEDED,
-                attempt=attempt,
+                attempt,
                 fine_tuned_model=name,
                 trained_tokens=outcome.get("trained_tokens"),
-                finished_at=func.now(),
+                published=outcome["artifacts"],
             )
-            if done is None:  # cancelled or re-queued meanwhile: this run's result is not the job's
-                return
-            for a in outcome["artifacts"]:
-                art = artifacts.add_artifact(
-                    session, Artifact(id=new_id("art"), job_id=job_id, team_id=job.team_id, **a)
-                )
-                events.add_event(
-                    session,
-                    job_id,
-                    f"Published {art.kind} artifact {art.filename}",
-                    type="artifact",
-                    data={"artifact_id": art.id, "kind": art.kind, "step": art.step, "bytes": art.bytes},
-                )
-            events.add_event(session, job_id, f"New fine-tuned model created: {name}")
-            events.add_event(session, job_id, "The job has successfully completed")
-            webhooks.record_job_event(session, job.team_id, job_id, JobStatus.SUCCEEDED)  # outbox, same commit
         elif status == JobStatus.PAUSED:
-            if jobs.transition(
-                session, job_id, [JobStatus.RUNNING], JobStatus.PAUSED, attempt=attempt, pause_requested=False
-            ):
-                events.add_event(
-                    session, job_id, f"Job paused at step {outcome.get('step')}; resume continues from there"
-                )
+            lifecycle.confirm_pause(session, job_id, attempt, outcome.get("step"))
         elif status == JobStatus.CANCELLED:
-            done = jobs.transition(
-                session, job_id, [JobStatus.RUNNING], JobStatus.CANCELLED, attempt=attempt, finished_at=func.now()
-            )
-            if done is not None:  # the status event says "Job cancelled"
-                webhooks.record_job_event(session, done.team_id, job_id, JobStatus.CANCELLED)
+            lifecycle.confirm_cancel(session, job_id, attempt)
         else:
-            fail_running_job(session, job_id, outcome["error"], attempt=attempt)
-
-
-def fail_running_job(
-    session: Session, job_id: str, error: dict[str, Any], *, attempt: int | None, **values: Any
-) -> None:
-    """`running` → `failed` (while claim `attempt` holds it), with its error event and webhook, in this transaction."""
-    done = jobs.transition(
-        session,
-        job_id,
-        [JobStatus.RUNNING],
-        JobStatus.FAILED,
-        attempt=attempt,
-        error=error,
-        finished_at=func.now(),
-        **values,
-    )
-    if done is not None:
-        webhooks.record_job_event(session, done.team_id, job_id, JobStatus.FAILED)
-        events.add_event(session, job_id, f"Job failed: {error['message']}", level="error", data={"error": error})
+            lifecycle.fail(session, job_id, outcome["error"], attempt=attempt)
 
 
 def fine_tuned_model_name(model: str, team: str, suffix: str | None, job_id: str) -> str:

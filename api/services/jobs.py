@@ -1,8 +1,9 @@
-"""Fine-tuning jobs: creation rules, listing, cancellation."""
+"""Fine-tuning jobs: creation rules, listing; cancel/pause/resume go through db/lifecycle.py."""
 
 from __future__ import annotations
 
-from sqlalchemy import func
+from collections.abc import Callable
+
 from sqlalchemy.orm import Session
 
 from api.schemas import JobCreate
@@ -15,9 +16,9 @@ from core.logging import request_id as log_context_request_id
 from core.registry import load_registry
 from core.schemas.spec import JobSpec, resolve_hyperparameters
 from core.settings import Settings
-from db import eventbus
+from db import lifecycle
 from db.models import Team, TrainingJob
-from db.repositories import events, jobs, webhooks
+from db.repositories import events, jobs
 from db.repositories import files as files_repo
 
 DEFAULT_SEED = 42
@@ -55,7 +56,7 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
     quota_service.check_can_queue(session, team)
     estimate = placement.estimate_job_memory(settings, body.model, spec)
     placement.check_fits_pool(session, settings, body.resources, estimate)
-    job = jobs.add_job(
+    job = lifecycle.submit(
         session,
         TrainingJob(
             id=new_id("ftjob"),
@@ -77,8 +78,6 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
             request_id=log_context_request_id(),  # the worker logs under it: request → worker correlation
         ),
     )
-    events.add_status_event(session, job.id, JobStatus.VALIDATING_FILES.value)
-    eventbus.ring_after_commit(session)  # the dispatcher validates it without waiting for its poll
     events.add_event(session, job.id, f"Validating training file: {train.id}")
     if body.validation_file:
         events.add_event(session, job.id, f"Validating validation file: {body.validation_file}")
@@ -105,63 +104,22 @@ def list_jobs(
 
 def cancel_job(session: Session, team: Team, job_id: str) -> TrainingJob:
     """Not-yet-running jobs are cancelled at once; a running one is flagged and its worker stops it."""
-    job = get_job(session, team, job_id)
-    status = JobStatus(job.status)
-    if status.is_terminal:
-        raise InvalidRequest(f"job {job_id} is already {status.value}", param="fine_tuning_job_id")
-    waiting = [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED]
-    if jobs.transition(session, job.id, waiting, JobStatus.CANCELLED, finished_at=func.now()) is not None:
-        events.add_event(session, job.id, "Job cancelled")
-        webhooks.record_job_event(session, team.id, job.id, JobStatus.CANCELLED)  # outbox, same commit
-    else:
-        jobs.update_job(session, job.id, cancel_requested=True)
-        events.add_event(session, job.id, "Cancellation requested; stopping the running job")
-    session.flush()
-    session.refresh(job)
-    return job
+    return _apply(session, get_job(session, team, job_id), lifecycle.cancel)
 
 
 def pause_job(session: Session, team: Team, job_id: str) -> TrainingJob:
     """A queued job pauses at once; a running one is flagged, saves a checkpoint and frees its GPU."""
-    job = get_job(session, team, job_id)
-    status = JobStatus(job.status)
-    if status == JobStatus.PAUSED:
-        return job
-    if status == JobStatus.QUEUED and jobs.transition(
-        session, job.id, [JobStatus.QUEUED], JobStatus.PAUSED, dispatched_at=None, dispatched_to=None
-    ):
-        pass
-    elif status in (JobStatus.QUEUED, JobStatus.RUNNING):  # queued but claimed meanwhile: it is running now
-        jobs.update_job(session, job.id, pause_requested=True)
-        events.add_event(session, job.id, "Pause requested; saving a checkpoint")
-    else:
-        raise InvalidRequest(
-            f"job {job_id} is {status.value}; only queued or running jobs pause", param="fine_tuning_job_id"
-        )
-    session.flush()
-    session.refresh(job)
-    return job
+    return _apply(session, get_job(session, team, job_id), lifecycle.pause)
 
 
 def resume_job(session: Session, team: Team, job_id: str) -> TrainingJob:
     """A paused job goes back to the queue and continues from its last checkpoint."""
-    job = get_job(session, team, job_id)
-    status = JobStatus(job.status)
-    if status == JobStatus.RUNNING and job.pause_requested:  # not paused yet: just withdraw the request
-        jobs.update_job(session, job.id, pause_requested=False)
-        events.add_event(session, job.id, "Pause withdrawn")
-    elif status != JobStatus.PAUSED or not jobs.transition(
-        session,
-        job.id,
-        [JobStatus.PAUSED],
-        JobStatus.QUEUED,
-        dispatched_at=None,
-        dispatched_to=None,
-        pause_requested=False,
-    ):
-        raise InvalidRequest(f"job {job_id} is {status.value}; only paused jobs resume", param="fine_tuning_job_id")
-    else:
-        eventbus.ring_after_commit(session)  # queued again: the dispatcher places it without waiting for its poll
+    return _apply(session, get_job(session, team, job_id), lifecycle.resume)
+
+
+def _apply(session: Session, job: TrainingJob, change: Callable[[Session, TrainingJob], None]) -> TrainingJob:
+    """The team's job after a lifecycle change, as the database now has it."""
+    change(session, job)
     session.flush()
     session.refresh(job)
     return job
