@@ -22,7 +22,7 @@ from db.repositories import artifacts, files, jobs, metrics
 from db.session import unit_of_work
 from worker.archive import fetch, fetch_dir, publish_dir
 from worker.dbretry import OUTAGE_PATIENCE_SECONDS, retry_db
-from worker.reporter import DatabaseReporter
+from worker.reporter import STOP_FILE, DatabaseReporter
 
 log = logging.getLogger("worker.job_process")
 
@@ -43,7 +43,9 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> dict[str, An
     spec = JobSpec.model_validate(job.spec)
     model_name, team_id = job.model, job.team_id
     attempt = job.attempts if attempt is None else attempt
-    reporter = DatabaseReporter(job_id, team_id, store, settings.checkpoints_keep, attempt=attempt)
+    reporter = DatabaseReporter(
+        job_id, team_id, store, settings.checkpoints_keep, attempt=attempt, stop_file=workdir / STOP_FILE
+    )
     try:
         model = load_registry(settings.resolved_model_registry).get(model_name)
         if model is None:

@@ -1,4 +1,4 @@
-"""Runs one claimed job: trains it in a child process, watches for cancel, records the outcome.
+"""Runs one claimed job: trains it in a child process, watches for cancel and pause, records the outcome.
 
 Training runs in a child so that a crash, an OOM or a cancel kill leaves this worker healthy and its GPU free.
 """
@@ -23,9 +23,10 @@ from db import eventbus, lifecycle
 from db.repositories import jobs, teams, workers
 from db.session import unit_of_work
 from worker.dbretry import retry_db
+from worker.reporter import STOP_FILE
 
 log = logging.getLogger(__name__)
-CANCEL_POLL_SECONDS = 1.0
+STOP_POLL_SECONDS = 1.0
 TERMINATE_GRACE_SECONDS = 5.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -59,13 +60,15 @@ def _train_in_child(job_id: str, attempt: int) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     result_path = workdir / "result.json"
     result_path.unlink(missing_ok=True)
+    stop_path = workdir / STOP_FILE
+    stop_path.unlink(missing_ok=True)  # a pause request of an earlier attempt was answered already
     log_path = workdir / "train.log"
     cmd = [sys.executable, "-m", "worker.job_process", job_id, str(workdir), str(attempt)]
     with log_path.open("ab") as log_file:
         child = subprocess.Popen(
             cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
         )
-        stopped = _wait(child, job_id, attempt)
+        stopped = _wait(child, job_id, attempt, stop_path)
     if stopped:
         return {"status": stopped}
     if result_path.is_file():
@@ -79,21 +82,27 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _wait(child: subprocess.Popen[bytes], job_id: str, attempt: int) -> str | None:
-    """Wait for the child; "cancelled" when the user cancelled, "lost" when the job was given to another worker."""
+def _wait(child: subprocess.Popen[bytes], job_id: str, attempt: int, stop_path: Path) -> str | None:
+    """Wait for the child, polling the job's stop request (the only poll of it): "cancelled" when the user cancelled,
+    "lost" when the job was given to another worker (the child is killed); a pause request is passed on to the
+    child in `stop_path`, which saves a checkpoint and exits."""
     while child.poll() is None:
-        time.sleep(CANCEL_POLL_SECONDS)
+        time.sleep(STOP_POLL_SECONDS)
         try:
             with unit_of_work() as session:
                 request = jobs.stop_request(session, job_id, attempt)
         except Exception as exc:  # a database blip must not kill a long training run
-            log.warning("cancel check failed: %s", exc)
+            log.warning("stop request check failed: %s", exc)
             continue
         if request in ("cancel", "lost"):
             if request == "lost":
                 log.warning("job %s was re-queued after this worker was presumed lost; stopping its training", job_id)
             _terminate(child)
             return "cancelled" if request == "cancel" else "lost"
+        if request == "pause":
+            stop_path.write_text(request)
+        else:  # none, or a pause withdrawn before the child saw it
+            stop_path.unlink(missing_ok=True)
     return None
 
 
