@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from api.schemas import (
     ArtifactPublic,
@@ -12,9 +11,13 @@ from api.schemas import (
     FileObject,
     JobError,
     JobPublic,
-    MetricPoint,
+    Method,
     Progress,
+    SupervisedMethod,
 )
+from core.placement import GB
+from core.schemas.metrics import StepMetrics
+from core.schemas.spec import Hyperparameters, JobSpec, ResourceSpec
 from db.models import Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
 
 
@@ -36,8 +39,8 @@ def file_object(f: DatasetFile) -> FileObject:
 
 
 def job_object(job: TrainingJob) -> JobPublic:
-    spec: dict[str, Any] = job.spec
-    hyper = spec["hyperparameters"]
+    spec = JobSpec.model_validate(job.spec)
+    hyper = spec.hyperparameters
     percent = round(100.0 * job.step / job.total_steps, 1) if job.total_steps else None
     # An ETA only means something while training runs (OpenAI nulls it once the job is done).
     eta = ts(job.estimated_finish) if job.status == "running" else None
@@ -48,7 +51,7 @@ def job_object(job: TrainingJob) -> JobPublic:
         fine_tuned_model=job.fine_tuned_model,
         finished_at=ts(job.finished_at),
         hyperparameters=hyper,
-        method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
+        method=Method(supervised=SupervisedMethod(hyperparameters=Hyperparameters(**hyper.model_dump()))),
         model=job.model,
         organization_id=job.team_id,
         seed=job.seed,
@@ -59,13 +62,13 @@ def job_object(job: TrainingJob) -> JobPublic:
         estimated_finish=eta,
         metadata=job.job_metadata,
         suffix=job.suffix,
-        lora=spec["lora"],
-        quantization=spec["quantization"],
-        training=spec["training"],
-        artifacts=spec["artifacts"],
+        lora=spec.lora,
+        quantization=spec.quantization,
+        training=spec.training,
+        artifacts=spec.artifacts,
         priority=job.priority,
-        resources=job.resources,
-        estimated_gpu_memory_gb=round(job.memory_estimate_bytes / 1e9, 2) if job.memory_estimate_bytes else None,
+        resources=ResourceSpec.model_validate(job.resources) if job.resources else None,
+        estimated_gpu_memory_gb=round(job.memory_estimate_bytes / GB, 2) if job.memory_estimate_bytes else None,
         progress=Progress(
             step=job.step,
             total_steps=job.total_steps,
@@ -87,8 +90,8 @@ def event_object(e: JobEvent) -> EventPublic:
     )
 
 
-def metric_point(m: JobMetric) -> MetricPoint:
-    return MetricPoint.model_validate(m, from_attributes=True)
+def metric_point(m: JobMetric) -> StepMetrics:
+    return StepMetrics.model_validate(m, from_attributes=True)
 
 
 def artifact_object(a: Artifact) -> ArtifactPublic:

@@ -6,16 +6,21 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.enums import ErrorSide
+from core.schemas.metrics import StepMetrics
 from core.schemas.spec import (
     DEFAULT_ARTIFACTS,
     ArtifactName,
     Hyperparameters,
     LoraSpec,
     QuantizationSpec,
+    ResolvedHyperparameters,
+    ResourceSpec,
     TrainingSpec,
 )
 
 T = TypeVar("T")
+WorkerState = Literal["idle", "starting", "busy", "lost"]
 
 
 class ListPage(BaseModel, Generic[T]):
@@ -55,16 +60,6 @@ class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["supervised"] = "supervised"
     supervised: SupervisedMethod | None = None
-
-
-class ResourceSpec(BaseModel):
-    """What a job needs from its GPU; omitted: the memory is estimated from the model and spec."""
-
-    model_config = ConfigDict(extra="forbid")
-    min_gpu_memory_gb: float | None = Field(default=None, gt=0, le=10_000, description="Decimal GB.")
-    gpu_type: str | None = Field(
-        default=None, min_length=1, max_length=64, description='Matched within the GPU name, e.g. "A100".'
-    )
 
 
 class JobCreate(BaseModel):
@@ -107,7 +102,7 @@ class JobError(BaseModel):
     code: str
     message: str
     param: str | None = None
-    side: Literal["user", "system"] | None = None
+    side: ErrorSide | None = None
 
 
 class Progress(BaseModel):
@@ -125,8 +120,8 @@ class JobPublic(BaseModel):
     error: JobError | None
     fine_tuned_model: str | None
     finished_at: int | None
-    hyperparameters: dict[str, Any]
-    method: dict[str, Any]
+    hyperparameters: ResolvedHyperparameters
+    method: Method
     model: str
     organization_id: str
     result_files: list[str] = []
@@ -139,13 +134,13 @@ class JobPublic(BaseModel):
     integrations: list[Any] = []
     metadata: dict[str, str] | None
     suffix: str | None
-    lora: dict[str, Any]
-    quantization: dict[str, Any]
-    training: dict[str, Any]
-    artifacts: list[str]
+    lora: LoraSpec
+    quantization: QuantizationSpec
+    training: TrainingSpec
+    artifacts: list[ArtifactName]
     priority: int
     progress: Progress
-    resources: dict[str, Any] | None = None
+    resources: ResourceSpec | None = None
     estimated_gpu_memory_gb: float | None = Field(
         default=None, description="Planning estimate of peak GPU memory (model, quantisation, LoRA, batch, length)."
     )
@@ -185,23 +180,10 @@ class ArtifactPublic(BaseModel):
     download_url: str
 
 
-class MetricPoint(BaseModel):
-    step: int
-    total_steps: int
-    train_loss: float | None
-    grad_norm: float | None
-    learning_rate: float | None
-    epoch: float | None
-    tokens: int | None
-    tokens_per_s: float | None
-    valid_loss: float | None
-    mean_token_accuracy: float | None
-
-
 class MetricsSeries(BaseModel):
     object: Literal["fine_tuning.job.metrics"] = "fine_tuning.job.metrics"
     fine_tuning_job_id: str
-    data: list[MetricPoint]
+    data: list[StepMetrics]
 
 
 class ModelObject(BaseModel):
@@ -267,7 +249,7 @@ class PoolWorker(BaseModel):
     gpu_name: str | None
     gpu_memory_total_gb: float | None
     gpu_memory_free_gb: float | None
-    state: Literal["idle", "starting", "busy", "lost"]
+    state: WorkerState
     job: PoolJob | None
     last_heartbeat: int
     started_at: int

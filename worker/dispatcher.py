@@ -16,6 +16,7 @@ from core import scheduling
 from core.enums import ErrorSide, JobStatus
 from core.logging import configure_logging
 from core.placement import Slot, requirement_of
+from core.schemas.spec import ResourceSpec
 from core.settings import get_settings
 from core.storage import configured_store
 from core.tasks import RUN_JOB_TASK, dispatch_doorbell, gpu_queue, worker_queue
@@ -86,7 +87,9 @@ def dispatch(send: Sender) -> list[str]:
                     j.team_id,
                     j.priority,
                     j.created_at.timestamp(),
-                    requirement_of(j.resources, j.memory_estimate_bytes),
+                    requirement_of(
+                        ResourceSpec.model_validate(j.resources) if j.resources else None, j.memory_estimate_bytes
+                    ),
                 )
                 for j in candidates
                 if j.team_id not in spent

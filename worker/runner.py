@@ -6,7 +6,6 @@ Training runs in a child so that a crash, an OOM or a cancel kill leaves this wo
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import signal
@@ -14,15 +13,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-from core.enums import ErrorSide, JobStatus
+from core.enums import ErrorSide
 from core.logging import log_context
 from core.settings import get_settings
 from db import eventbus, lifecycle
 from db.repositories import jobs, teams, workers
 from db.session import unit_of_work
 from worker.dbretry import retry_db
+from worker.outcome import JobOutcome
 from worker.reporter import STOP_FILE
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _clear_current_job(worker_id: str) -> None:
         eventbus.ring_after_commit(session)  # its GPU is free: the dispatcher places the next job now
 
 
-def _train_in_child(job_id: str, attempt: int) -> dict[str, Any]:
+def _train_in_child(job_id: str, attempt: int) -> JobOutcome:
     workdir = get_settings().resolved_work_dir / job_id
     workdir.mkdir(parents=True, exist_ok=True)
     result_path = workdir / "result.json"
@@ -70,9 +70,9 @@ def _train_in_child(job_id: str, attempt: int) -> dict[str, Any]:
         )
         stopped = _wait(child, job_id, attempt, stop_path)
     if stopped:
-        return {"status": stopped}
+        return JobOutcome(status=stopped)
     if result_path.is_file():
-        return dict(json.loads(result_path.read_text()))
+        return JobOutcome.model_validate_json(result_path.read_text())
     return _crash_outcome(child.returncode, log_path)
 
 
@@ -82,7 +82,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _wait(child: subprocess.Popen[bytes], job_id: str, attempt: int, stop_path: Path) -> str | None:
+def _wait(
+    child: subprocess.Popen[bytes], job_id: str, attempt: int, stop_path: Path
+) -> Literal["cancelled", "lost"] | None:
     """Wait for the child, polling the job's stop request (the only poll of it): "cancelled" when the user cancelled,
     "lost" when the job was given to another worker (the child is killed); a pause request is passed on to the
     child in `stop_path`, which saves a checkpoint and exits."""
@@ -115,7 +117,7 @@ def _terminate(child: subprocess.Popen[bytes]) -> None:
         child.wait()
 
 
-def _crash_outcome(returncode: int, log_path: Path) -> dict[str, Any]:
+def _crash_outcome(returncode: int, log_path: Path) -> JobOutcome:
     tail = log_path.read_text(errors="replace")[-2000:] if log_path.is_file() else ""
     if returncode == -signal.SIGKILL:
         message = "the training process was killed (likely out of host memory)"
@@ -124,21 +126,18 @@ def _crash_outcome(returncode: int, log_path: Path) -> dict[str, Any]:
         message = f"the training process exited with code {returncode}"
         code = "worker_error"
     log.error("job child failed: %s\n%s", message, tail)
-    return {
-        "status": "failed",
-        "error": {"code": code, "message": message, "param": None, "side": ErrorSide.SYSTEM},
-    }
+    return JobOutcome.failed(code, message, ErrorSide.SYSTEM)
 
 
-def finish_job(job_id: str, outcome: dict[str, Any], attempt: int | None = None) -> None:
+def finish_job(job_id: str, outcome: JobOutcome, attempt: int | None = None) -> None:
     """Record the outcome in one transaction: artifact rows and `succeeded` land together or not at all.
 
     With `attempt`, only while that claim still runs the job: a worker presumed lost records nothing."""
-    status = outcome["status"]
+    status = outcome.status
     if status == "lost":
         return
     with unit_of_work() as session:
-        if status == JobStatus.SUCCEEDED:
+        if status == "succeeded":
             job = jobs.get_job_by_id(session, job_id)
             assert job is not None
             team = teams.get_team(session, job.team_id)
@@ -148,15 +147,16 @@ def finish_job(job_id: str, outcome: dict[str, Any], attempt: int | None = None)
                 job_id,
                 attempt,
                 fine_tuned_model=name,
-                trained_tokens=outcome.get("trained_tokens"),
-                published=outcome["artifacts"],
+                trained_tokens=outcome.trained_tokens,
+                published=[a.model_dump(mode="json") for a in outcome.artifacts],
             )
-        elif status == JobStatus.PAUSED:
-            lifecycle.confirm_pause(session, job_id, attempt, outcome.get("step"))
-        elif status == JobStatus.CANCELLED:
+        elif status == "paused":
+            lifecycle.confirm_pause(session, job_id, attempt, outcome.step)
+        elif status == "cancelled":
             lifecycle.confirm_cancel(session, job_id, attempt)
         else:
-            lifecycle.fail(session, job_id, outcome["error"], attempt=attempt)
+            assert outcome.error is not None  # JobOutcome refuses a failure without one
+            lifecycle.fail(session, job_id, outcome.error.model_dump(mode="json"), attempt=attempt)
 
 
 def fine_tuned_model_name(model: str, team: str, suffix: str | None, job_id: str) -> str:

@@ -19,13 +19,13 @@ from api.schemas import (
     JobCreate,
     JobPublic,
     ListPage,
-    MetricPoint,
     MetricsSeries,
 )
 from api.services import idempotency
 from api.services import jobs as service
 from core.enums import ArtifactKind
 from core.errors import InvalidRequest
+from core.schemas.metrics import StepMetrics
 from db.repositories import artifacts, events, metrics
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
@@ -139,9 +139,9 @@ def job_metrics(
     return MetricsSeries(fine_tuning_job_id=job.id, data=points)
 
 
-def _metrics_csv(points: list[MetricPoint]) -> str:
+def _metrics_csv(points: list[StepMetrics]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(MetricPoint.model_fields))
+    writer = csv.DictWriter(out, fieldnames=list(StepMetrics.model_fields))
     writer.writeheader()
     for p in points:
         writer.writerow(p.model_dump())

@@ -14,14 +14,12 @@ from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
 from core.logging import request_id as log_context_request_id
 from core.registry import load_registry
-from core.schemas.spec import JobSpec, resolve_hyperparameters
+from core.schemas.spec import DEFAULT_SEED, JobSpec, resolve_hyperparameters
 from core.settings import Settings
 from db import lifecycle
 from db.models import Team, TrainingJob
 from db.repositories import events, jobs
 from db.repositories import files as files_repo
-
-DEFAULT_SEED = 42
 
 
 def create_job(session: Session, settings: Settings, team: Team, body: JobCreate) -> TrainingJob:

@@ -24,7 +24,6 @@ from core.enums import DatasetFormat
 from worker.training import data
 from worker.training.data import TokenizedData
 
-CACHE_ENV = "TUNEPOOL_DATA_CACHE_DIR"
 MAX_ENTRIES = 32
 _TOKENIZER_FILES = (
     "tokenizer.json",
@@ -35,12 +34,6 @@ _TOKENIZER_FILES = (
     "merges.txt",
     "tokenizer.model",
 )
-
-
-def cache_dir(default: Path) -> Path:
-    """TUNEPOOL_DATA_CACHE_DIR, else `default` (the worker passes a directory shared by its jobs)."""
-    value = os.environ.get(CACHE_ENV)
-    return Path(value) if value else default
 
 
 def cache_key(path: Path, tokenizer_dir: Path, max_seq_length: int) -> str:
