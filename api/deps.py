@@ -21,9 +21,18 @@ from db.session import session_factory, unit_of_work
 
 
 def _session() -> Iterator[Session]:
-    # Routes that write call commit() themselves, then run side effects (doorbell) after it.
+    """The request's unit of work: commits when the route returns, rolls back when it raises.
+
+    Routes never commit; side effects (live events, the dispatcher's doorbell) run from the after-commit hook
+    (db/eventbus.py). Function-scoped (see SessionDep), so it ends before the response is sent.
+    """
     with session_factory()() as session:
-        yield session
+        try:
+            yield session
+        except BaseException:
+            session.rollback()
+            raise
+        session.commit()
 
 
 def _store(settings: Annotated[Settings, Depends(get_settings)]) -> ObjectStore:
@@ -31,7 +40,9 @@ def _store(settings: Annotated[Settings, Depends(get_settings)]) -> ObjectStore:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(_session)]
+# scope="function": the commit lands before the client sees the answer, and a streaming response holds no session
+# (nor its pooled connection) for its lifetime.
+SessionDep = Annotated[Session, Depends(_session, scope="function")]
 StoreDep = Annotated[ObjectStore, Depends(_store)]
 
 

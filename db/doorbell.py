@@ -1,6 +1,7 @@
-"""Redis as the dispatcher's doorbell, rung after a commit (API: new job; worker: GPU free).
+"""Redis as the dispatcher's doorbell (API: new or resumed job; worker: GPU free).
 
-Postgres stays the record, so a lost ring only costs one poll period.
+Not rung by hand: `eventbus.ring_after_commit` asks the after-commit hook to ring it, so a rolled-back
+transaction never rings. Postgres stays the record, so a lost ring only costs one poll period.
 """
 
 from __future__ import annotations

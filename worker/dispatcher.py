@@ -10,7 +10,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import redis
-from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from core import scheduling
@@ -21,8 +20,9 @@ from core.schemas.spec import ResourceSpec
 from core.settings import get_settings
 from core.storage import configured_store
 from core.tasks import RUN_JOB_TASK, dispatch_doorbell, gpu_queue, worker_queue
+from db import lifecycle
 from db.models import TeamQuota
-from db.repositories import events, files, jobs, quotas, usage, webhooks, workers
+from db.repositories import files, jobs, quotas, usage, workers
 from db.session import unit_of_work
 from worker import dbretry, reaper, uploads_sweeper
 from worker import webhooks as webhooks_sender
@@ -49,19 +49,9 @@ def validate_new_jobs() -> int:
                     "param": "training_file",
                     "side": ErrorSide.SYSTEM.value,
                 }
-                jobs.transition(
-                    session,
-                    job.id,
-                    [JobStatus.VALIDATING_FILES],
-                    JobStatus.FAILED,
-                    error=error,
-                    finished_at=func.now(),
-                )
-                events.add_event(session, job.id, error["message"], level="error")
-                webhooks.record_job_event(session, job.team_id, job.id, JobStatus.FAILED)
+                lifecycle.fail(session, job.id, error, stage=JobStatus.VALIDATING_FILES)
                 continue
-            jobs.transition(session, job.id, [JobStatus.VALIDATING_FILES], JobStatus.QUEUED)
-            events.add_event(session, job.id, "Files validated, moving job to queued state")
+            lifecycle.queue(session, job.id)
         return len(pending)
 
 

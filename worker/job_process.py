@@ -16,12 +16,12 @@ from core.schemas.spec import JobSpec
 from core.settings import get_settings
 from core.storage import ObjectStore, StorageError, configured_store
 from db.models import Artifact, DatasetFile, TrainingJob
-from db.repositories import files, jobs, metrics
+from db.repositories import artifacts, files, jobs, metrics
 from db.session import unit_of_work
 from worker.archive import fetch, fetch_dir, publish_dir
 from worker.dbretry import OUTAGE_PATIENCE_SECONDS, retry_db
 from worker.outcome import JobOutcome, PublishedArtifact
-from worker.reporter import DatabaseReporter, trainer_checkpoints
+from worker.reporter import STOP_FILE, DatabaseReporter
 from worker.training.errors import TrainingCancelled, TrainingError, TrainingPaused
 from worker.training.interfaces import TrainingOptions, TrainingPaths
 
@@ -38,7 +38,9 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
     spec = JobSpec.model_validate(job.spec)
     model_name, team_id = job.model, job.team_id
     attempt = job.attempts if attempt is None else attempt
-    reporter = DatabaseReporter(job_id, team_id, store, settings.checkpoints_keep, attempt=attempt)
+    reporter = DatabaseReporter(
+        job_id, team_id, store, settings.checkpoints_keep, attempt=attempt, stop_file=workdir / STOP_FILE
+    )
     try:
         model = load_registry(settings.resolved_model_registry).get(model_name)
         if model is None:
@@ -111,7 +113,7 @@ def _load(job_id: str) -> tuple[TrainingJob, DatasetFile | None, DatasetFile | N
         assert job is not None, job_id
         train = files.get_file_any_team(session, job.training_file_id)
         valid = files.get_file_any_team(session, job.validation_file_id) if job.validation_file_id else None
-        return job, train, valid, trainer_checkpoints(session, job_id)
+        return job, train, valid, artifacts.trainer_checkpoints(session, job_id)
 
 
 def _forget_steps_after(job_id: str, step: int) -> None:

@@ -7,6 +7,7 @@ and are written once it answers again (tried with backoff, so a down database co
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -24,13 +25,13 @@ from core.schemas.metrics import StepMetrics
 from core.storage import ObjectStore
 from db.models import Artifact
 from db.repositories import artifacts, events, jobs, metrics
+from db.repositories.artifacts import CHECKPOINT_PREFIX
 from db.session import unit_of_work
 from worker.archive import publish_dir
 from worker.dbretry import Backoff, is_outage
 
 log = logging.getLogger(__name__)
-STOP_CHECK_SECONDS = 1.0
-CHECKPOINT_PREFIX = "checkpoint-"  # trainer checkpoints' filenames; the final adapter's is adapter.tar
+STOP_FILE = "stop-request"  # in the job's workdir: the runner writes the user's stop request there for the child
 # A refused connection costs a step a millisecond: try again soon, so the writes land soon after the database is back.
 RETRY_CAP_SECONDS = 2.0
 # After a failed try that hung (a connect timing out), wait this many times as long before the next: a database that
@@ -65,6 +66,7 @@ class DatabaseReporter:
         keep_checkpoints: int = 3,
         attempt: int | None = None,
         engine: Engine | None = None,
+        stop_file: Path | None = None,
     ) -> None:
         self.job_id = job_id
         self.team_id = team_id
@@ -72,7 +74,8 @@ class DatabaseReporter:
         self.keep_checkpoints = keep_checkpoints
         self.attempt = attempt  # the claim this process trains for; None: unfenced (tests, tools)
         self.engine = engine  # None: the configured database
-        self._last_stop_check = 0.0
+        # The runner alone polls the database for a stop request and writes it here (one poll per job, not two).
+        self.stop_file = stop_file
         self._stop: str | None = None
         self._pace_start: tuple[float, int] | None = None  # (time, step) of this process's first logged step
         self._pending: deque[_Write] = deque()  # oldest first
@@ -128,22 +131,12 @@ class DatabaseReporter:
         self._write(_Write(f"Checkpoint saved at step {step}", type="checkpoint", data=data, checkpoint=row))
 
     def should_stop(self) -> str | None:
-        """What training must do: "cancel" or "pause" once the user asked for it, "lost" once another claim took the
-        job over (checked in the database at most once a second; while it is unreachable, the last answer stands)."""
+        """What training must do: "cancel" or "pause" once the runner wrote that request to `stop_file`, "lost" once
+        another claim took the job over (a write was refused). Reads no database, so an outage changes nothing."""
         self._drain()
-        now = time.monotonic()
-        if self._stop is None and now - self._last_stop_check >= STOP_CHECK_SECONDS and now >= self._retry_at:
-            self._last_stop_check = now
-            try:
-                with unit_of_work(self.engine) as session:
-                    self._stop = jobs.stop_request(session, self.job_id, self.attempt)
-            except Exception as exc:
-                if not is_outage(exc):
-                    raise
-                self._unreachable(exc, now)
-            else:
-                if not self._pending:
-                    self._reachable()
+        if self._stop is None and self.stop_file is not None:
+            with contextlib.suppress(FileNotFoundError):  # no file: nothing asked
+                self._stop = self.stop_file.read_text().strip() or None
         return self._stop
 
     def flush(self, patience_s: float) -> bool:
@@ -215,7 +208,7 @@ class DatabaseReporter:
 
     def _add_checkpoint(self, session: Session, row: dict[str, Any]) -> list[str]:
         """Add the checkpoint's row, drop the ones no longer kept; the storage keys to delete after the commit."""
-        existing = trainer_checkpoints(session, self.job_id)
+        existing = artifacts.trainer_checkpoints(session, self.job_id)
         for old in existing:
             if old.step == row["step"]:  # the step ran again after a resume: the new checkpoint replaces it
                 artifacts.delete_artifact(session, old.id)
@@ -259,12 +252,6 @@ class DatabaseReporter:
             )
         self._down_since, self._delayed, self._retry_at = None, 0, 0.0
         self._backoff.reset()
-
-
-def trainer_checkpoints(session: Session, job_id: str) -> list[Artifact]:
-    """The job's resumable checkpoints (not the final adapter, which is listed as a checkpoint too)."""
-    rows = artifacts.list_artifacts(session, job_id, kind=ArtifactKind.CHECKPOINT.value)
-    return sorted((a for a in rows if a.filename.startswith(CHECKPOINT_PREFIX)), key=lambda a: a.step or 0)
 
 
 def checkpoints_to_drop(rows: list[Artifact], keep: int) -> list[Artifact]:

@@ -1,4 +1,4 @@
-"""Runs one claimed job: trains it in a child process, watches for cancel, records the outcome.
+"""Runs one claimed job: trains it in a child process, watches for cancel and pause, records the outcome.
 
 Training runs in a child so that a crash, an OOM or a cancel kill leaves this worker healthy and its GPU free.
 """
@@ -13,27 +13,23 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from sqlalchemy import func
-from sqlalchemy.orm import Session
-
-from core.enums import ErrorSide, JobStatus
-from core.ids import new_id
+from core.enums import ErrorSide
 from core.logging import log_context
 from core.naming import fine_tuned_model_name
 from core.settings import get_settings
 from core.storage import configured_store
-from db import doorbell
-from db.models import Artifact
-from db.repositories import artifacts, events, jobs, teams, webhooks, workers
+from db import eventbus, lifecycle
+from db.repositories import jobs, teams, workers
 from db.session import unit_of_work
 from worker import results
 from worker.dbretry import retry_db
 from worker.outcome import JobOutcome
+from worker.reporter import STOP_FILE
 
 log = logging.getLogger(__name__)
-CANCEL_POLL_SECONDS = 1.0
+STOP_POLL_SECONDS = 1.0
 TERMINATE_GRACE_SECONDS = 5.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -41,15 +37,11 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 def run_job(job_id: str, worker_id: str) -> None:
     """Claim, train, finish. A second delivery of the same job finds it claimed and returns."""
     with unit_of_work() as session:
-        job = jobs.claim_job(session, job_id, worker_id)
-        if job is None:
-            log.info("job %s is not queued any more; skipping duplicate delivery", job_id)
-            workers.release_reservation(session, worker_id, job_id)
-            return
-        workers.set_current_job(session, worker_id, job_id)
-        attempt = job.attempts
-        note = f" (attempt {attempt})" if attempt > 1 else ""
-        events.add_event(session, job_id, f"Fine-tuning job started on worker {worker_id}{note}")
+        job = lifecycle.claim(session, job_id, worker_id)
+    if job is None:
+        log.info("job %s is not queued any more; skipping duplicate delivery", job_id)
+        return
+    attempt = job.attempts
     try:
         with log_context(job_id=job_id, team_id=job.team_id, request_id=job.request_id, worker_id=worker_id):
             outcome = _train_in_child(job_id, attempt)
@@ -58,12 +50,12 @@ def run_job(job_id: str, worker_id: str) -> None:
             retry_db(lambda: finish_job(job_id, outcome, attempt), f"record the outcome of job {job_id}")
     finally:
         retry_db(lambda: _clear_current_job(worker_id), f"clear worker {worker_id}'s current job")
-        doorbell.ring()
 
 
 def _clear_current_job(worker_id: str) -> None:
     with unit_of_work() as session:
         workers.set_current_job(session, worker_id, None)
+        eventbus.ring_after_commit(session)  # its GPU is free: the dispatcher places the next job now
 
 
 def _train_in_child(job_id: str, attempt: int) -> JobOutcome:
@@ -71,13 +63,15 @@ def _train_in_child(job_id: str, attempt: int) -> JobOutcome:
     workdir.mkdir(parents=True, exist_ok=True)
     result_path = workdir / "result.json"
     result_path.unlink(missing_ok=True)
+    stop_path = workdir / STOP_FILE
+    stop_path.unlink(missing_ok=True)  # a pause request of an earlier attempt was answered already
     log_path = workdir / "train.log"
     cmd = [sys.executable, "-m", "worker.job_process", job_id, str(workdir), str(attempt)]
     with log_path.open("ab") as log_file:
         child = subprocess.Popen(
             cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
         )
-        stopped = _wait(child, job_id, attempt)
+        stopped = _wait(child, job_id, attempt, stop_path)
     if stopped:
         return JobOutcome(status=stopped)
     if result_path.is_file():
@@ -91,21 +85,29 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _wait(child: subprocess.Popen[bytes], job_id: str, attempt: int) -> Literal["cancelled", "lost"] | None:
-    """Wait for the child; "cancelled" when the user cancelled, "lost" when the job was given to another worker."""
+def _wait(
+    child: subprocess.Popen[bytes], job_id: str, attempt: int, stop_path: Path
+) -> Literal["cancelled", "lost"] | None:
+    """Wait for the child, polling the job's stop request (the only poll of it): "cancelled" when the user cancelled,
+    "lost" when the job was given to another worker (the child is killed); a pause request is passed on to the
+    child in `stop_path`, which saves a checkpoint and exits."""
     while child.poll() is None:
-        time.sleep(CANCEL_POLL_SECONDS)
+        time.sleep(STOP_POLL_SECONDS)
         try:
             with unit_of_work() as session:
                 request = jobs.stop_request(session, job_id, attempt)
         except Exception as exc:  # a database blip must not kill a long training run
-            log.warning("cancel check failed: %s", exc)
+            log.warning("stop request check failed: %s", exc)
             continue
         if request in ("cancel", "lost"):
             if request == "lost":
                 log.warning("job %s was re-queued after this worker was presumed lost; stopping its training", job_id)
             _terminate(child)
             return "cancelled" if request == "cancel" else "lost"
+        if request == "pause":
+            stop_path.write_text(request)
+        else:  # none, or a pause withdrawn before the child saw it
+            stop_path.unlink(missing_ok=True)
     return None
 
 
@@ -143,67 +145,22 @@ def finish_job(job_id: str, outcome: JobOutcome, attempt: int | None = None) -> 
             assert job is not None
             team = teams.get_team(session, job.team_id)
             name = fine_tuned_model_name(job.model, team.name if team else job.team_id, job.suffix, job_id)
-            done = jobs.transition(
+            succeeded = lifecycle.succeed(
                 session,
                 job_id,
-                [JobStatus.RUNNING],
-                JobStatus.SUCCEEDED,
-                attempt=attempt,
+                attempt,
                 fine_tuned_model=name,
                 trained_tokens=outcome.trained_tokens,
-                finished_at=func.now(),
+                published=[a.model_dump(mode="json") for a in outcome.artifacts],
             )
-            if done is None:  # cancelled or re-queued meanwhile: this run's result is not the job's
-                return
-            for a in outcome.artifacts:
-                row = Artifact(id=new_id("art"), job_id=job_id, team_id=job.team_id, **a.model_dump(mode="json"))
-                art = artifacts.add_artifact(session, row)
-                events.add_event(
-                    session,
-                    job_id,
-                    f"Published {art.kind} artifact {art.filename}",
-                    type="artifact",
-                    data={"artifact_id": art.id, "kind": art.kind, "step": art.step, "bytes": art.bytes},
-                )
-            result_file = results.publish_result_file(session, configured_store(get_settings()), job)
-            if result_file is not None:
-                jobs.update_job(session, job_id, result_file_id=result_file)
-            events.add_event(session, job_id, f"New fine-tuned model created: {name}")
-            events.add_event(session, job_id, "The job has successfully completed")
-            webhooks.record_job_event(session, job.team_id, job_id, JobStatus.SUCCEEDED)  # outbox, same commit
+            # OpenAI's result file, in the same transaction: a job that succeeded has one (unless the store failed).
+            if succeeded and (result := results.publish_result_file(session, configured_store(get_settings()), job)):
+                jobs.update_job(session, job_id, result_file_id=result)
         elif status == "paused":
-            if jobs.transition(
-                session, job_id, [JobStatus.RUNNING], JobStatus.PAUSED, attempt=attempt, pause_requested=False
-            ):
-                events.add_event(
-                    session, job_id, f"Job paused at step {outcome.step}; resume continues from there"
-                )
+            lifecycle.confirm_pause(session, job_id, attempt, outcome.step)
         elif status == "cancelled":
-            done = jobs.transition(
-                session, job_id, [JobStatus.RUNNING], JobStatus.CANCELLED, attempt=attempt, finished_at=func.now()
-            )
-            if done is not None:  # the status event says "Job cancelled"
-                webhooks.record_job_event(session, done.team_id, job_id, JobStatus.CANCELLED)
+            lifecycle.confirm_cancel(session, job_id, attempt)
         else:
             assert outcome.error is not None  # JobOutcome refuses a failure without one
-            fail_running_job(session, job_id, outcome.error.model_dump(mode="json"), attempt=attempt)
-
-
-def fail_running_job(
-    session: Session, job_id: str, error: dict[str, Any], *, attempt: int | None, **values: Any
-) -> None:
-    """`running` → `failed` (while claim `attempt` holds it), with its error event and webhook, in this transaction."""
-    done = jobs.transition(
-        session,
-        job_id,
-        [JobStatus.RUNNING],
-        JobStatus.FAILED,
-        attempt=attempt,
-        error=error,
-        finished_at=func.now(),
-        **values,
-    )
-    if done is not None:
-        webhooks.record_job_event(session, done.team_id, job_id, JobStatus.FAILED)
-        events.add_event(session, job_id, f"Job failed: {error['message']}", level="error", data={"error": error})
+            lifecycle.fail(session, job_id, outcome.error.model_dump(mode="json"), attempt=attempt)
 

@@ -19,7 +19,6 @@ from api.services import files as files_service
 from api.services import jobs as jobs_service
 from api.services import stream as stream_service
 from api.uploads import MultipartUpload
-from db import doorbell
 from db.repositories import events, metrics
 from db.session import session_factory
 
@@ -34,7 +33,6 @@ async def upload(
     upload = MultipartUpload(request, max_file_bytes=settings.max_upload_bytes)
     upload.fields.setdefault("purpose", "fine-tune")  # the page uploads training data; a sent field wins
     row = await files_service.upload_file(session, store, settings, browser.team, upload=upload)
-    session.commit()
     return presenters.file_object(row).model_dump()
 
 
@@ -42,8 +40,6 @@ async def upload(
 def create_job(body: JobCreate, session: SessionDep, settings: SettingsDep, browser: FetchWriter) -> JSONResponse:
     """The API's job creation; its 400s (with `param`) come back as-is for the form to show inline."""
     job = jobs_service.create_job(session, settings, browser.team, body)
-    session.commit()
-    doorbell.ring()
     return JSONResponse({"id": job.id, "url": f"/jobs/{job.id}"}, 201)
 
 
@@ -68,7 +64,6 @@ def stream(job_id: str, request: Request, session: SessionDep, browser: Browser)
     header = request.headers.get("last-event-id")
     last, param = (header, "Last-Event-ID") if header is not None else (request.query_params.get("after"), "after")
     after = stream_service.parse_cursor(last, param)  # a bad one is a 400 before the stream starts
-    session.close()  # the stream may last hours: return the pooled connection now
     slot = stream_service.open_slot(browser.key_hash, browser.team.id)
     frames = stream_service.stream_job(job.id, after, still_allowed=lambda: _session_alive(browser.session_id))
     return StreamingResponse(

@@ -16,7 +16,6 @@ from api.deps import SessionDep, SettingsDep
 from api.services import jobs as jobs_service
 from api.services import teams
 from core.errors import DomainError, NotFound, Unauthorized
-from db import doorbell
 
 router = APIRouter(include_in_schema=False)
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
@@ -59,7 +58,6 @@ def login(
     # a plain-HTTP LAN address gets a non-Secure cookie, as a Secure one would never return there.
     secure = request.url.scheme == "https" or request.url.hostname in LOOPBACK
     cookie = issue_token(session, settings, api_key.strip())
-    session.commit()
     response.set_cookie(
         COOKIE,
         cookie,
@@ -75,7 +73,6 @@ def login(
 @router.post("/logout")
 def logout(request: Request, session: SessionDep, settings: SettingsDep, _: FormWriter) -> Response:
     end_session(session, settings, request.cookies.get(COOKIE))
-    session.commit()
     response = RedirectResponse("/login", 303)
     response.delete_cookie(COOKIE, path="/")
     return response
@@ -133,12 +130,11 @@ def job_action(job_id: str, action: str, session: SessionDep, browser: FormWrite
     if handler is None:
         raise NotFound(f"no action {action!r}")
     try:
-        handler(session, browser.team, job_id)
-        session.commit()
-        doorbell.ring()  # a resumed job needs the dispatcher; a cancelled one frees a slot
+        handler(session, browser.team, job_id)  # the request's commit rings the doorbell for a resumed job
     except NotFound:
         raise
     except DomainError as exc:
+        session.rollback()  # a refused action writes nothing, though the page still answers
         # A one-shot cookie, not a query string: nobody can craft a link that shows their own "notice".
         response = RedirectResponse(f"/jobs/{job_id}", 303)
         response.set_cookie(

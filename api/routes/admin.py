@@ -29,7 +29,6 @@ def _team_public(t) -> TeamPublic:  # type: ignore[no-untyped-def]
 @router.post("/teams", response_model=TeamPublic)
 def create_team(body: TeamCreate, session: SessionDep, _: AdminTeam) -> TeamPublic:
     team = service.create_team(session, body.name, is_admin=body.is_admin)
-    session.commit()
     return _team_public(team)
 
 
@@ -42,7 +41,6 @@ def list_teams(session: SessionDep, _: AdminTeam) -> ListPage[TeamPublic]:
 def create_key(team_id: str, body: KeyCreate, session: SessionDep, _: AdminTeam) -> ApiKeyCreated:
     team = service.find_team(session, team_id)
     key, plaintext = service.create_api_key(session, team.id, body.name)
-    session.commit()
     return ApiKeyCreated(id=key.id, team_id=team.id, name=key.name, key=plaintext)
 
 
@@ -56,5 +54,4 @@ def list_keys(team_id: str, session: SessionDep, _: AdminTeam) -> ListPage[ApiKe
 def revoke_key(team_id: str, key_id: str, session: SessionDep, _: AdminTeam) -> ApiKeyPublic:
     """Revoke a key at once: 401 for its requests, its dashboard sessions end, its open streams close."""
     key = service.revoke_api_key(session, team_id, key_id)
-    session.commit()
     return presenters.api_key_object(key)

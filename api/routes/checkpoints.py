@@ -40,7 +40,6 @@ def create_permissions(
     model: str, body: PermissionCreate, session: SessionDep, team: CurrentTeam
 ) -> ListPage[PermissionPublic]:
     rows = service.grant(session, team, model, body.project_ids)
-    session.commit()
     return _page(rows)
 
 
@@ -63,5 +62,4 @@ def list_permissions(
 @router.delete("/{model:path}/permissions/{permission_id}", response_model=PermissionDeleted)
 def delete_permission(model: str, permission_id: str, session: SessionDep, team: CurrentTeam) -> PermissionDeleted:
     service.revoke(session, team, model, permission_id)
-    session.commit()
     return PermissionDeleted(id=permission_id)

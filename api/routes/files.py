@@ -49,7 +49,6 @@ async def upload_file(
 ) -> FileObject:
     upload = MultipartUpload(request, max_file_bytes=settings.max_upload_bytes)
     row = await service.upload_file(session, store, settings, team, upload=upload, idempotency_key=idempotency_key)
-    session.commit()
     return presenters.file_object(row)
 
 
@@ -77,9 +76,7 @@ def get_file(file_id: str, session: SessionDep, team: CurrentTeam) -> FileObject
 
 @router.delete("/{file_id}", response_model=DeletedObject)
 def delete_file(file_id: str, session: SessionDep, store: StoreDep, team: CurrentTeam) -> DeletedObject:
-    key = service.delete_file(session, team, file_id)
-    session.commit()
-    store.delete(key)
+    service.delete_file(session, store, team, file_id)
     return DeletedObject(id=file_id, object="file")
 
 

@@ -26,7 +26,6 @@ from api.services import jobs as service
 from core.enums import ArtifactKind
 from core.errors import InvalidRequest
 from core.schemas.metrics import StepMetrics
-from db import doorbell
 from db.repositories import artifacts, events, metrics
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
@@ -47,8 +46,6 @@ def create_job(
         return presenters.job_object(service.get_job(session, team, claim.existing_id))
     job = service.create_job(session, settings, team, body)
     idempotency.complete(session, claim, job.id)
-    session.commit()
-    doorbell.ring()
     return presenters.job_object(job)
 
 
@@ -108,22 +105,18 @@ def retrieve_job(job_id: str, session: SessionDep, team: CurrentTeam) -> JobPubl
 @router.post("/{job_id}/cancel", response_model=JobPublic)
 def cancel_job(job_id: str, session: SessionDep, team: CurrentTeam) -> JobPublic:
     job = service.cancel_job(session, team, job_id)
-    session.commit()
     return presenters.job_object(job)
 
 
 @router.post("/{job_id}/pause", response_model=JobPublic)
 def pause_job(job_id: str, session: SessionDep, team: CurrentTeam) -> JobPublic:
     job = service.pause_job(session, team, job_id)
-    session.commit()
     return presenters.job_object(job)
 
 
 @router.post("/{job_id}/resume", response_model=JobPublic)
 def resume_job(job_id: str, session: SessionDep, team: CurrentTeam) -> JobPublic:
     job = service.resume_job(session, team, job_id)
-    session.commit()
-    doorbell.ring()  # after the commit: the dispatcher finds it queued
     return presenters.job_object(job)
 
 

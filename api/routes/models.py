@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from api.deps import CurrentTeam, SessionDep, SettingsDep, StoreDep
 from api.schemas import ListPage, ModelDeleted, ModelObject
 from api.services import models as service
+from db import eventbus
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
@@ -20,10 +21,9 @@ def list_models(session: SessionDep, settings: SettingsDep, team: CurrentTeam) -
 def delete_model(
     model_id: str, session: SessionDep, settings: SettingsDep, store: StoreDep, team: CurrentTeam
 ) -> ModelDeleted:
-    keys = service.delete_model(session, settings, team, model_id)
-    session.commit()
-    for key in keys:  # after the commit: a failed delete leaves an orphan object, never a dangling row
-        store.delete(key)
+    for key in service.delete_model(session, settings, team, model_id):
+        # After the commit: a failed delete leaves an orphan object, never a row pointing at nothing.
+        eventbus.call_after_commit(session, lambda key=key: store.delete(key))  # type: ignore[misc]
     return ModelDeleted(id=model_id)
 
 

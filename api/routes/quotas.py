@@ -26,5 +26,4 @@ def get_team_quotas(team_id: str, session: SessionDep, _: AdminTeam) -> QuotaPub
 def set_team_quotas(team_id: str, body: QuotaLimits, session: SessionDep, _: AdminTeam) -> QuotaPublic:
     """Replace the team's limits (omitted fields become unlimited)."""
     view = service.set_quota(session, teams.find_team(session, team_id).id, body)
-    session.commit()
     return view

@@ -52,7 +52,6 @@ def create_upload(body: UploadCreate, session: SessionDep, settings: SettingsDep
         size=body.bytes,
         mime_type=body.mime_type,
     )
-    session.commit()
     return _public(upload)
 
 
@@ -62,11 +61,6 @@ async def add_upload_part(
 ) -> UploadPartPublic:
     body = MultipartUpload(request, max_file_bytes=settings.max_upload_part_bytes, file_field="data")
     part = await service.add_part(session, store, settings, team, upload_id, body)
-    try:
-        session.commit()
-    except Exception:
-        store.delete(part.storage_key)  # the row never landed: neither may its bytes
-        raise
     return UploadPartPublic(id=part.id, created_at=int(part.created_at.timestamp()), upload_id=upload_id)
 
 
@@ -74,19 +68,13 @@ async def add_upload_part(
 async def complete_upload(
     upload_id: str, body: UploadComplete, session: SessionDep, store: StoreDep, settings: SettingsDep, team: CurrentTeam
 ) -> UploadPublic:
-    upload, file, keys = await service.complete_upload(
+    upload, file = await service.complete_upload(
         session, store, settings, team, upload_id, part_ids=body.part_ids, md5=body.md5
     )
-    session.commit()
-    for key in keys:
-        store.delete(key)
     return _public(upload, file)
 
 
 @router.post("/{upload_id}/cancel", response_model=UploadPublic)
 def cancel_upload(upload_id: str, session: SessionDep, store: StoreDep, team: CurrentTeam) -> UploadPublic:
-    upload, keys = service.cancel_upload(session, team, upload_id)
-    session.commit()
-    for key in keys:
-        store.delete(key)
+    upload = service.cancel_upload(session, store, team, upload_id)
     return _public(upload)

@@ -75,7 +75,6 @@ def create_webhook(
     body: WebhookCreate, session: SessionDep, settings: SettingsDep, team: CurrentTeam
 ) -> WebhookPublic:
     endpoint = service.create_endpoint(session, settings, team, body.url, body.events)
-    session.commit()
     return _endpoint(endpoint, with_secret=True)
 
 
@@ -92,7 +91,6 @@ def get_webhook(webhook_id: str, session: SessionDep, team: CurrentTeam) -> Webh
 @router.delete("/{webhook_id}", response_model=DeletedObject)
 def delete_webhook(webhook_id: str, session: SessionDep, team: CurrentTeam) -> DeletedObject:
     service.delete_endpoint(session, team, webhook_id)
-    session.commit()
     return DeletedObject(id=webhook_id, object="webhook_endpoint")
 
 

@@ -17,6 +17,7 @@ from core.errors import Conflict, InvalidRequest, NotFound
 from core.ids import new_id
 from core.settings import Settings
 from core.storage import ObjectStore
+from db import eventbus
 from db.models import DatasetFile, Team
 from db.repositories import files as repo
 
@@ -146,10 +147,11 @@ def list_files(
     return rows[:limit], len(rows) > limit
 
 
-def delete_file(session: Session, team: Team, file_id: str) -> str:
-    """Delete the row of a file no job uses; returns its storage key, to delete after the commit."""
+def delete_file(session: Session, store: ObjectStore, team: Team, file_id: str) -> None:
+    """Delete the row of a file no job uses; its stored bytes go once that commits (a rollback keeps them)."""
     file = get_file(session, team, file_id)
     if repo.file_in_use(session, file.id):
         raise Conflict(f"file {file_id!r} is used by a fine-tuning job", param="file_id")
     repo.delete_file(session, file.id)
-    return file.storage_key
+    key = file.storage_key
+    eventbus.call_after_commit(session, lambda: store.delete(key))

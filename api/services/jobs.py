@@ -1,8 +1,9 @@
-"""Fine-tuning jobs: creation rules, listing, cancellation."""
+"""Fine-tuning jobs: creation rules, listing; cancel/pause/resume go through db/lifecycle.py."""
 
 from __future__ import annotations
 
-from sqlalchemy import func
+from collections.abc import Callable
+
 from sqlalchemy.orm import Session
 
 from api.schemas import JobCreate
@@ -15,8 +16,9 @@ from core.logging import request_id as log_context_request_id
 from core.registry import load_registry
 from core.schemas.spec import DEFAULT_SEED, JobSpec, resolve_hyperparameters
 from core.settings import Settings
+from db import lifecycle
 from db.models import Team, TrainingJob
-from db.repositories import events, jobs, webhooks
+from db.repositories import events, jobs
 from db.repositories import files as files_repo
 
 
@@ -56,7 +58,7 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
     quota_service.check_can_queue(session, team)
     estimate = placement.estimate_job_memory(settings, body.model, spec)
     placement.check_fits_pool(session, settings, body.resources, estimate)
-    job = jobs.add_job(
+    job = lifecycle.submit(
         session,
         TrainingJob(
             id=new_id("ftjob"),
@@ -78,7 +80,6 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
             request_id=log_context_request_id(),  # the worker logs under it: request → worker correlation
         ),
     )
-    events.add_status_event(session, job.id, JobStatus.VALIDATING_FILES.value)
     events.add_event(session, job.id, f"Validating training file: {train.id}")
     if body.validation_file:
         events.add_event(session, job.id, f"Validating validation file: {body.validation_file}")
@@ -104,67 +105,23 @@ def list_jobs(
 
 
 def cancel_job(session: Session, team: Team, job_id: str) -> TrainingJob:
-    """Cancelled at once, as OpenAI answers; a running job's worker sees the flag and stops within seconds.
-
-    A worker's late writes are fenced by the status (only a `running` job takes metrics and checkpoints)."""
-    job = get_job(session, team, job_id)
-    status = JobStatus(job.status)
-    if status.is_terminal:
-        raise InvalidRequest(f"job {job_id} is already {status.value}", param="fine_tuning_job_id")
-    live = [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.RUNNING]
-    done = jobs.transition(
-        session, job.id, live, JobStatus.CANCELLED, finished_at=func.now(), cancel_requested=True
-    )
-    if done is None:  # finished between the read and the update
-        session.refresh(job)
-        raise InvalidRequest(f"job {job_id} is already {job.status}", param="fine_tuning_job_id")
-    if status == JobStatus.RUNNING:
-        events.add_event(session, job.id, "Job cancelled; its worker is stopping")
-    webhooks.record_job_event(session, team.id, job.id, JobStatus.CANCELLED)  # outbox, same commit
-    session.flush()
-    session.refresh(job)
-    return job
+    """Cancelled at once, as OpenAI answers; a running job's worker sees the flag and stops within seconds."""
+    return _apply(session, get_job(session, team, job_id), lifecycle.cancel)
 
 
 def pause_job(session: Session, team: Team, job_id: str) -> TrainingJob:
     """A queued job pauses at once; a running one is flagged, saves a checkpoint and frees its GPU."""
-    job = get_job(session, team, job_id)
-    status = JobStatus(job.status)
-    if status == JobStatus.PAUSED:
-        return job
-    if status == JobStatus.QUEUED and jobs.transition(
-        session, job.id, [JobStatus.QUEUED], JobStatus.PAUSED, dispatched_at=None, dispatched_to=None
-    ):
-        pass
-    elif status in (JobStatus.QUEUED, JobStatus.RUNNING):  # queued but claimed meanwhile: it is running now
-        jobs.update_job(session, job.id, pause_requested=True)
-        events.add_event(session, job.id, "Pause requested; saving a checkpoint")
-    else:
-        raise InvalidRequest(
-            f"job {job_id} is {status.value}; only queued or running jobs pause", param="fine_tuning_job_id"
-        )
-    session.flush()
-    session.refresh(job)
-    return job
+    return _apply(session, get_job(session, team, job_id), lifecycle.pause)
 
 
 def resume_job(session: Session, team: Team, job_id: str) -> TrainingJob:
     """A paused job goes back to the queue and continues from its last checkpoint."""
-    job = get_job(session, team, job_id)
-    status = JobStatus(job.status)
-    if status == JobStatus.RUNNING and job.pause_requested:  # not paused yet: just withdraw the request
-        jobs.update_job(session, job.id, pause_requested=False)
-        events.add_event(session, job.id, "Pause withdrawn")
-    elif status != JobStatus.PAUSED or not jobs.transition(
-        session,
-        job.id,
-        [JobStatus.PAUSED],
-        JobStatus.QUEUED,
-        dispatched_at=None,
-        dispatched_to=None,
-        pause_requested=False,
-    ):
-        raise InvalidRequest(f"job {job_id} is {status.value}; only paused jobs resume", param="fine_tuning_job_id")
+    return _apply(session, get_job(session, team, job_id), lifecycle.resume)
+
+
+def _apply(session: Session, job: TrainingJob, change: Callable[[Session, TrainingJob], None]) -> TrainingJob:
+    """The team's job after a lifecycle change, as the database now has it."""
+    change(session, job)
     session.flush()
     session.refresh(job)
     return job

@@ -20,6 +20,7 @@ from core.errors import InvalidRequest, NotFound, PayloadTooLarge
 from core.ids import new_id
 from core.settings import Settings
 from core.storage import ObjectStore
+from db import eventbus
 from db.models import DatasetFile, Team, Upload, UploadPart
 from db.repositories import uploads as repo
 
@@ -129,9 +130,8 @@ async def complete_upload(
     *,
     part_ids: list[str],
     md5: str | None,
-) -> tuple[Upload, DatasetFile, list[str]]:
-    """Join the named parts in order into one validated file. Returns the upload, its file and the part
-    objects to delete after the commit."""
+) -> tuple[Upload, DatasetFile]:
+    """Join the named parts in order into one validated file; the parts' objects go once that commits."""
     upload = _pending(session, team, upload_id)
     parts = {p.id: p for p in repo.list_parts(session, upload.id)}
     if not part_ids or len(set(part_ids)) != len(part_ids):
@@ -161,16 +161,21 @@ async def complete_upload(
         joined(), purpose=lambda: upload.purpose, filename=lambda: upload.filename, verify=verify
     )
     file = await files.ingest(session, store, settings, team, source)
-    keys = repo.delete_parts(session, upload.id)
+    _delete_after_commit(session, store, repo.delete_parts(session, upload.id))
     repo.set_status(session, upload.id, "completed", file_id=file.id)
     session.refresh(upload)
-    return upload, file, keys
+    return upload, file
 
 
-def cancel_upload(session: Session, team: Team, upload_id: str) -> tuple[Upload, list[str]]:
-    """Cancel a pending upload; returns it and the part objects to delete after the commit."""
+def cancel_upload(session: Session, store: ObjectStore, team: Team, upload_id: str) -> Upload:
+    """Cancel a pending upload; its parts' objects go once that commits."""
     upload = _pending(session, team, upload_id)
-    keys = repo.delete_parts(session, upload.id)
+    _delete_after_commit(session, store, repo.delete_parts(session, upload.id))
     repo.set_status(session, upload.id, "cancelled")
     session.refresh(upload)
-    return upload, keys
+    return upload
+
+
+def _delete_after_commit(session: Session, store: ObjectStore, keys: list[str]) -> None:
+    for key in keys:
+        eventbus.call_after_commit(session, lambda key=key: store.delete(key))  # type: ignore[misc]

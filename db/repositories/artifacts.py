@@ -5,7 +5,10 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from core.enums import ArtifactKind
 from db.models import Artifact
+
+CHECKPOINT_PREFIX = "checkpoint-"  # trainer checkpoints' filenames; the final adapter's is adapter.tar
 
 
 def add_artifact(session: Session, artifact: Artifact) -> Artifact:
@@ -31,3 +34,9 @@ def get_artifact_by_id(session: Session, artifact_id: str) -> Artifact | None:
 
 def delete_artifact(session: Session, artifact_id: str) -> None:
     session.execute(delete(Artifact).where(Artifact.id == artifact_id))
+
+
+def trainer_checkpoints(session: Session, job_id: str) -> list[Artifact]:
+    """The job's resumable checkpoints, oldest step first (not the final adapter, also listed as a checkpoint)."""
+    rows = list_artifacts(session, job_id, kind=ArtifactKind.CHECKPOINT.value)
+    return sorted((a for a in rows if a.filename.startswith(CHECKPOINT_PREFIX)), key=lambda a: a.step or 0)

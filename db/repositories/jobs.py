@@ -78,7 +78,7 @@ def transition(
     **values: Any,
 ) -> TrainingJob | None:
     """Move a job to `to` only if it is in one of `from_statuses` (and, given `attempt`, still in that claim);
-    None when it was not."""
+    None when it was not. The row only: db/lifecycle.py adds the status event and the rest."""
     where = [TrainingJob.id == job_id, TrainingJob.status.in_([s.value for s in from_statuses])]
     if attempt is not None:  # a worker presumed lost and replaced must not record its late outcome
         where.append(TrainingJob.attempts == attempt)
@@ -89,10 +89,7 @@ def transition(
         .returning(TrainingJob)
         .execution_options(synchronize_session=False)
     )
-    job = session.scalar(stmt)
-    if job is not None:  # every status change is an event, so watchers of the stream see it
-        events.add_status_event(session, job_id, to.value)
-    return job
+    return session.scalar(stmt)
 
 
 def update_job(session: Session, job_id: str, **values: Any) -> None:

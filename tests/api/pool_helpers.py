@@ -39,12 +39,11 @@ def _file(api: Any, team: TeamKey) -> str:
 
 def queue(job_id: str) -> None:
     """What the dispatcher's validation step does for a job whose files are stored."""
-    from core.enums import JobStatus
-    from db.repositories import jobs
+    from db import lifecycle
     from db.session import unit_of_work
 
     with unit_of_work() as session:
-        assert jobs.transition(session, job_id, [JobStatus.VALIDATING_FILES], JobStatus.QUEUED)
+        assert lifecycle.queue(session, job_id)
 
 
 def claim_and_finish(job_id: str, worker_id: str) -> None:
@@ -54,12 +53,12 @@ def claim_and_finish(job_id: str, worker_id: str) -> None:
 
 
 def claim(job_id: str, worker_id: str) -> None:
-    from db.repositories import jobs, workers
+    """The runner's claim."""
+    from db import lifecycle
     from db.session import unit_of_work
 
     with unit_of_work() as session:
-        assert jobs.claim_job(session, job_id, worker_id) is not None
-        workers.set_current_job(session, worker_id, job_id)
+        assert lifecycle.claim(session, job_id, worker_id) is not None
 
 
 def finish(job_id: str, worker_id: str) -> None:

@@ -25,7 +25,7 @@ OUTAGE_SECONDS = 6.0
 
 def test_training_goes_on_through_a_postgres_restart(tiny_model_dir: Path, tmp_path: Path) -> None:
     from db.repositories import events, metrics
-    from worker.reporter import trainer_checkpoints
+    from db.repositories.artifacts import trainer_checkpoints
 
     with (
         own_postgres() as postgres,

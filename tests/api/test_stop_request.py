@@ -1,0 +1,69 @@
+"""A running job's stop request is polled once, by the runner: a pause is handed to the training child in a file
+(which its reporter reads without a query), a cancel kills the child."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.api import pool_helpers
+from tests.api.pool_helpers import claim, queue, submit
+from tests.conftest import TeamKey
+
+cancel_leftovers = pool_helpers.cancel_leftovers  # fixture
+register_worker = pool_helpers.register_worker  # fixture
+# A child that trains until its reporter is asked to stop.
+CHILD = "import sys, time, pathlib\nwhile not pathlib.Path(sys.argv[1]).exists(): time.sleep(0.05)"
+
+
+def _running_job(api: Any, team: TeamKey, register_worker: Any, cancel_leftovers: list[str]) -> tuple[str, int]:
+    from db.models import TrainingJob
+    from db.session import unit_of_work
+
+    job_id = str(submit(api, team)["id"])
+    cancel_leftovers.append(job_id)
+    queue(job_id)
+    claim(job_id, register_worker("runner"))
+    with unit_of_work() as session:
+        job = session.get(TrainingJob, job_id)
+        assert job is not None and job.status == "running"
+        return job_id, job.attempts
+
+
+def test_a_pause_reaches_the_child_through_the_runner(  # type: ignore[no-untyped-def]
+    api, team, register_worker, cancel_leftovers, tmp_path: Path
+) -> None:
+    from core.settings import get_settings
+    from core.storage import configured_store
+    from worker import runner
+    from worker.reporter import STOP_FILE, DatabaseReporter
+
+    job_id, attempt = _running_job(api, team, register_worker, cancel_leftovers)
+    stop = tmp_path / STOP_FILE
+    reporter = DatabaseReporter(job_id, team.team_id, configured_store(get_settings()), attempt=attempt, stop_file=stop)
+    assert reporter.should_stop() is None
+    r = api.post(f"/v1/fine_tuning/jobs/{job_id}/pause")
+    assert r.status_code == 200 and r.json()["status"] == "running", r.text  # requested, not paused yet
+    assert reporter.should_stop() is None  # the reporter does not poll the database itself
+
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(stop)], start_new_session=True)  # as the runner
+    assert runner._wait(child, job_id, attempt, stop) is None  # the child stopped on its own, not killed
+    assert child.returncode == 0
+    assert reporter.should_stop() == "pause"
+
+
+def test_a_cancel_kills_the_child(  # type: ignore[no-untyped-def]
+    api, team, register_worker, cancel_leftovers, tmp_path: Path
+) -> None:
+    from worker import runner
+
+    job_id, attempt = _running_job(api, team, register_worker, cancel_leftovers)
+    r = api.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+    assert r.status_code == 200, r.text
+    stop = tmp_path / "never-written"
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(stop)], start_new_session=True)  # as the runner
+    assert runner._wait(child, job_id, attempt, stop) == "cancelled"
+    assert child.returncode is not None and child.returncode < 0  # killed by a signal
+    assert not stop.exists()
