@@ -10,7 +10,7 @@ from typing import Any
 
 from tests.api import pool_helpers
 from tests.api.pool_helpers import claim, queue, submit
-from tests.conftest import TeamKey
+from tests.support.teams import TeamKey
 
 cancel_leftovers = pool_helpers.cancel_leftovers  # fixture
 register_worker = pool_helpers.register_worker  # fixture

@@ -17,7 +17,7 @@ from api.services import jobs as jobs_service
 from core.errors import Conflict
 from tests.api import pool_helpers
 from tests.api.pool_helpers import queue, submit
-from tests.conftest import TeamKey
+from tests.support.teams import TeamKey
 
 cancel_leftovers = pool_helpers.cancel_leftovers  # fixture: a later test's dispatch round must not find these jobs
 
@@ -93,7 +93,7 @@ def test_committed_queueing_rings_the_doorbell_and_publishes_its_event(
     assert r.status_code == 200 and r.json()["status"] == "queued", r.text
     assert _rings(client) == 1
     newest = api.get(f"/v1/fine_tuning/jobs/{paused_job}/events", params={"limit": 1}).json()["data"][0]
-    assert newest["type"] == "status" and newest["data"] == {"status": "queued"}
+    assert newest["kind"] == "status" and newest["data"] == {"status": "queued"}
     message = sub.get_message(timeout=2.0)
     assert message is not None
     assert json.loads(message["data"]) == {"job_id": paused_job, "seq": int(newest["id"].removeprefix("ftevent-"))}
