@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from api.dashboard import mount_dashboard
 from api.errors import install_error_handlers
 from api.observability import ObservabilityMiddleware
-from api.routes import admin, artifacts, files, jobs, models, ops, pool, quotas, stream, webhooks
+from api.routes import admin, artifacts, files, inference, jobs, models, ops, pool, quotas, stream, webhooks
 from core.logging import configure_logging
 from core.settings import get_settings
 
@@ -24,6 +24,7 @@ def create_app() -> FastAPI:
         app.include_router(module.router)
     for module in (pool, quotas):  # shared pool (issue 4)
         app.include_router(module.router)
+    app.include_router(inference.router)  # try the fine-tune (issue 16)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

@@ -281,9 +281,24 @@ class PoolTeamQueue(BaseModel):
     job_ids: list[str] | None = Field(default=None, description="Waiting job ids (own team, or all for admins).")
 
 
+class PoolServingBackend(BaseModel):
+    id: str
+    base_model: str
+    engine: str = Field(description="builtin (transformers + PEFT) or vllm.")
+    hostname: str
+    device: str
+    state: Literal["up", "lost"]
+    loaded_adapters: int = Field(description="Adapters loaded now, of every team.")
+    max_adapters: int
+    own_adapters: list[str] = Field(description="The caller's fine-tunes among them (all of them for admins).")
+    last_heartbeat: int
+    started_at: int
+
+
 class PoolPublic(BaseModel):
     object: Literal["pool"] = "pool"
     workers: list[PoolWorker]
+    serving_backends: list[PoolServingBackend] = Field(default_factory=list)
     queues: list[PoolTeamQueue]
     idle_workers: int
     busy_workers: int

@@ -67,7 +67,7 @@ class TeamKey:
     key: str
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_team(service_urls: tuple[str, str]):  # type: ignore[no-untyped-def]
     """Factory: a new team and its API key, created through the service layer."""
     import secrets

@@ -19,6 +19,7 @@ from tests.servers import free_port
 class RunningService:
     base_url: str
     log_dir: Path
+    env: dict[str, str]  # the processes' environment, for more processes of the same service (a serving engine)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +40,7 @@ def running_service(service_urls: tuple[str, str], data_dir: Path) -> Iterator[R
     procs = [api, processes.start_dispatcher(env, log_dir), processes.start_worker(env, log_dir, "worker-1")]
     try:
         processes.wait_http(f"http://127.0.0.1:{port}/healthz", proc=api)
-        yield RunningService(f"http://127.0.0.1:{port}", log_dir)
+        yield RunningService(f"http://127.0.0.1:{port}", log_dir, env)
     finally:
         processes.stop(procs)
         for log in sorted(log_dir.glob("*.log")):

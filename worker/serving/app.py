@@ -37,10 +37,21 @@ def create_app(engine: Engine, store: ObjectStore, cache_dir: Path) -> FastAPI:
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
         now = int(time.time())
-        data = [{"id": engine.name, "object": "model", "created": now, "owned_by": "tunepool", "root": engine.name,
-                 "parent": None, "max_model_len": engine.context}]
-        data += [{"id": name, "object": "model", "created": now, "owned_by": "tunepool", "root": name,
-                  "parent": engine.name} for name in engine.loaded()]
+        data = [
+            {
+                "id": engine.name,
+                "object": "model",
+                "created": now,
+                "owned_by": "tunepool",
+                "root": engine.name,
+                "parent": None,
+                "max_model_len": engine.context,
+            }
+        ]
+        data += [
+            {"id": name, "object": "model", "created": now, "owned_by": "tunepool", "root": name, "parent": engine.name}
+            for name in engine.loaded()
+        ]
         return {"object": "list", "data": data}
 
     @app.post("/v1/load_lora_adapter")
@@ -122,8 +133,12 @@ async def _complete(engine: Engine, body: dict[str, Any], prompts: list[list[int
         choices.append({"index": index, **content, "logprobs": None, "finish_reason": last.finish_reason})
     prompt_tokens = sum(len(p) for p in prompts)
     return JSONResponse(
-        {**head, "object": "chat.completion" if chat else "text_completion", "choices": choices,
-         "usage": _usage(prompt_tokens, completion_tokens)}
+        {
+            **head,
+            "object": "chat.completion" if chat else "text_completion",
+            "choices": choices,
+            "usage": _usage(prompt_tokens, completion_tokens),
+        }
     )
 
 

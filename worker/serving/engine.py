@@ -176,9 +176,12 @@ class Engine:
         generated: list[int] = []
         sent = ""
         finish = "length"
+        count = 0  # tokens generated, the end-of-sequence token included (as vLLM counts them)
         while (ids := tokens.get()) is not None:
             generated += ids
+            count += len(ids)
             if self.tokenizer.eos_token_id in ids:
+                count -= len(generated) - generated.index(self.tokenizer.eos_token_id) - 1
                 generated = generated[: generated.index(self.tokenizer.eos_token_id)]
                 finish = "stop"
             text = self.tokenizer.decode(generated, skip_special_tokens=True)
@@ -194,7 +197,7 @@ class Engine:
             if finish == "stop":
                 flag.stop.set()
                 break
-        yield Piece("", finish_reason=finish, completion_tokens=len(generated))
+        yield Piece("", finish_reason=finish, completion_tokens=count)
 
     def _run(
         self,
@@ -213,7 +216,9 @@ class Engine:
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)  # under the lock: no other request draws from the RNG
                 greedy = sampling.temperature == 0
-                kwargs: dict[str, Any] = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p}
+                kwargs: dict[str, Any] = (
+                    {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p}
+                )
                 ids = torch.tensor([prompt], device=self.device)
                 with torch.inference_mode(), _disabled(self.peft, adapter is None):
                     model.generate(
@@ -263,4 +268,3 @@ class _disabled:
 def _first_stop(text: str, stops: tuple[str, ...]) -> int | None:
     hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     return min(hits) if hits else None
-

@@ -1,0 +1,199 @@
+"""Chat completions on base models, fine-tunes and checkpoints: name → base + adapter, a backend, the proxied answer.
+
+Backends speak vLLM's OpenAI server protocol with dynamic LoRA (vLLM itself, or worker/serving's built-in engine)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from core.enums import ArtifactKind
+from core.errors import InvalidRequest, NotFound, ServiceUnavailable
+from core.registry import load_registry
+from core.settings import Settings
+from db.models import Team
+from db.repositories import artifacts, jobs, serving
+
+_CHECKPOINT = re.compile(r"^(?P<model>ft:.+):ckpt-step-(?P<step>[0-9]{1,9})$")
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """What serves an OpenAI model name: the base model, and the adapter (lora name + artifact key) on top, if any."""
+
+    base_model: str
+    lora_name: str | None = None
+    storage_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Backend:
+    url: str
+    loaded: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A resolved request: its target and the live backends of its base, best first."""
+
+    target: ModelTarget
+    backends: list[Backend]
+
+
+def resolve_model(session: Session, settings: Settings, team: Team, name: str) -> ModelTarget:
+    """A registry name, the team's fine-tune `ft:…`, or one of its checkpoints `ft:…:ckpt-step-N`.
+
+    The one place that maps names to weights (the sharing service can take it over)."""
+    registry = load_registry(settings.resolved_model_registry)
+    if not name.startswith("ft:"):
+        if name not in registry:
+            raise InvalidRequest(
+                f"model {name!r} is neither a base model of the registry nor a fine-tune", param="model"
+            )
+        return ModelTarget(base_model=name)
+    match = _CHECKPOINT.match(name)
+    fine_tune, step = (match["model"], int(match["step"])) if match else (name, None)
+    job = jobs.get_job(session, team.id, "ftjob-" + fine_tune.rsplit(":", 1)[-1])
+    missing = NotFound(f"The model {name!r} does not exist or you do not have access to it.", param="model")
+    if job is None or job.fine_tuned_model != fine_tune:  # another team's fine-tune reads as missing
+        raise missing
+    stored = artifacts.list_artifacts(session, job.id)
+    checkpoints = [a for a in stored if a.kind == ArtifactKind.CHECKPOINT.value and a.step is not None]
+    if step is not None:
+        chosen = next((a for a in checkpoints if a.step == step), None)
+    else:
+        adapter = [a for a in stored if a.kind == ArtifactKind.ADAPTER.value]
+        chosen = adapter[0] if adapter else max(checkpoints, key=lambda a: a.step or 0, default=None)
+    if chosen is None:
+        raise missing
+    if job.model not in registry:
+        raise InvalidRequest(f"the base model {job.model!r} of {name!r} is no longer in the registry", param="model")
+    return ModelTarget(base_model=job.model, lora_name=name, storage_key=chosen.storage_key)
+
+
+def plan(session: Session, settings: Settings, team: Team, name: str) -> Plan:
+    """Resolve the model and find the live backends of its base: those holding the adapter first, then the least busy."""
+    target = resolve_model(session, settings, team, name)
+    since = datetime.now(UTC) - timedelta(seconds=settings.worker_lost_seconds)
+    rows = serving.live_backends(session, target.base_model, since)
+    if not rows:
+        raise ServiceUnavailable(
+            f"no serving backend is running for base model {target.base_model!r}; start one with "
+            f"`python -m worker.serving --base-model {target.base_model}` or a vLLM deployment",
+            param="model",
+        )
+    found = [Backend(r.url, frozenset(r.loaded_adapters or [])) for r in rows]
+    found.sort(key=lambda b: (target.lora_name not in b.loaded, len(b.loaded)))
+    return Plan(target, found)
+
+
+async def answer(
+    session: Session, settings: Settings, team: Team, model: str, path: str, body: dict[str, Any], stream: bool
+) -> Response:
+    """Resolve (in a thread: the session is synchronous), release the connection, then proxy the request."""
+    found = await run_in_threadpool(_plan_released, session, settings, team, model)
+    return await complete(found, settings, path, body, stream)
+
+
+def _plan_released(session: Session, settings: Settings, team: Team, model: str) -> Plan:
+    found = plan(session, settings, team, model)
+    session.close()  # give the connection back now: an answer may stream for minutes
+    return found
+
+
+async def complete(plan: Plan, settings: Settings, path: str, body: dict[str, Any], stream: bool) -> Response:
+    """Send the request to the first backend that answers; make sure the adapter is loaded there; relay the answer."""
+    timeout = httpx.Timeout(settings.serving_timeout_seconds, connect=settings.serving_connect_timeout_seconds)
+    for backend in plan.backends:
+        client = httpx.AsyncClient(base_url=backend.url, timeout=timeout)
+        try:
+            response = await _send_loaded(client, plan.target, backend, path, body)
+        except httpx.TransportError:
+            await client.aclose()
+            continue  # down: the next backend of this base, if any
+        if response.status_code != 200:
+            error = await response.aread()
+            await client.aclose()
+            raise _backend_error(response.status_code, error, plan.target)
+        if not stream:
+            data = await response.aread()
+            await client.aclose()
+            return Response(data, media_type="application/json")
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(_relay(client, response), media_type="text/event-stream", headers=headers)
+    raise ServiceUnavailable(
+        f"the serving backend for base model {plan.target.base_model!r} does not answer; try again shortly",
+        param="model",
+    )
+
+
+async def _send_loaded(
+    client: httpx.AsyncClient, target: ModelTarget, backend: Backend, path: str, body: dict[str, Any]
+) -> httpx.Response:
+    if target.lora_name and target.lora_name not in backend.loaded:
+        await _load(client, target)
+    response = await client.send(client.build_request("POST", path, json=body), stream=True)
+    if response.status_code == 404 and target.lora_name:
+        # Its list was stale: the backend restarted or unloaded the adapter (LRU) since its last heartbeat.
+        await response.aclose()
+        await _load(client, target)
+        response = await client.send(client.build_request("POST", path, json=body), stream=True)
+    return response
+
+
+async def _load(client: httpx.AsyncClient, target: ModelTarget) -> None:
+    """POST /v1/load_lora_adapter; the backend fetches the archive from the artifact store. Loading twice is fine."""
+    payload = {"lora_name": target.lora_name, "lora_path": target.storage_key}
+    r = await client.post("/v1/load_lora_adapter", json=payload)
+    if r.status_code != 200 and "already" not in r.text:  # vLLM answers 400 to an adapter it already has
+        raise ServiceUnavailable(
+            f"the serving backend for base model {target.base_model!r} could not load {target.lora_name!r}: "
+            f"{r.text[:300]}",
+            param="model",
+        )
+
+
+async def _relay(client: httpx.AsyncClient, response: httpx.Response) -> AsyncIterator[bytes]:
+    """The backend's SSE bytes as they come; a backend lost mid-answer ends the stream with an error event."""
+    try:
+        async for chunk in response.aiter_raw():
+            yield chunk
+    except httpx.HTTPError as exc:
+        error = {
+            "error": {
+                "message": f"the serving backend stopped answering: {exc}",
+                "type": "server_error",
+                "param": None,
+                "code": "service_unavailable",
+            }
+        }
+        yield b"data: " + json.dumps(error).encode() + b"\n\n"
+    finally:
+        await response.aclose()
+        await client.aclose()
+
+
+def _backend_error(status: int, raw: bytes, target: ModelTarget) -> Exception:
+    """A backend's refusal as our error: its message and parameter for a 4xx, a 503 naming the base otherwise."""
+    try:
+        error = json.loads(raw).get("error") or {}
+    except (ValueError, AttributeError):
+        error = {}
+    message = str(error.get("message") or raw[:300].decode(errors="replace"))
+    if status == 404:
+        return NotFound(message, param="model")
+    if 400 <= status < 500:
+        return InvalidRequest(message, param=error.get("param"))
+    return ServiceUnavailable(
+        f"the serving backend for base model {target.base_model!r} failed: {message}", param="model"
+    )
