@@ -66,7 +66,12 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker-1") -> 
 
 
 def start_serving(
-    env: dict[str, str], log_dir: Path, base_model: str, port: int, name: str = "serving-1", max_adapters: int | None = None
+    env: dict[str, str],
+    log_dir: Path,
+    base_model: str,
+    port: int,
+    name: str = "serving-1",
+    max_adapters: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """The built-in serving engine (worker/serving) for one base model, registered in the pool as `name`."""
     args = ["-m", "worker.serving", "--base-model", base_model, "--port", str(port), "--id", name]

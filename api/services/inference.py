@@ -82,7 +82,7 @@ def resolve_model(session: Session, settings: Settings, team: Team, name: str) -
 
 
 def plan(session: Session, settings: Settings, team: Team, name: str) -> Plan:
-    """Resolve the model and find the live backends of its base: those holding the adapter first, then the least busy."""
+    """Resolve the model and find the live backends of its base: the ones holding the adapter first, then least busy."""
     target = resolve_model(session, settings, team, name)
     since = datetime.now(UTC) - timedelta(seconds=settings.worker_lost_seconds)
     rows = serving.live_backends(session, target.base_model, since)

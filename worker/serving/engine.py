@@ -88,7 +88,7 @@ class Engine:
         return list(self.adapters)
 
     def load(self, lora_name: str, directory: Path) -> bool:
-        """Load an adapter under `lora_name` (False if already loaded); unload the least recently used past the limit."""
+        """Load an adapter as `lora_name` (False if already loaded); unload the least recently used past the limit."""
         with self.lock:
             if lora_name in self.adapters:
                 return False
