@@ -37,7 +37,7 @@ def up(
     pg_port: Annotated[int, typer.Option(help="Embedded Postgres port (without DATABASE_URL).")] = 54329,
     redis_port: Annotated[int, typer.Option(help="Embedded Redis port (without REDIS_URL).")] = 63790,
     serving_port: Annotated[
-        int, typer.Option(help="Built-in serving engine's port, for SmolLM2 (else the registry's first model); 0: none.")
+        int, typer.Option(help="Built-in serving engine's port (SmolLM2, else the registry's first model); 0: none.")
     ] = 8100,
 ) -> None:
     """Start the API, dispatcher, workers and a serving engine (and embedded Postgres/Redis when none is configured)."""
