@@ -80,6 +80,15 @@ def start_serving(
     return _spawn(args, env, log_dir / f"{name}.log")
 
 
+def start_vllm_sidecar(
+    env: dict[str, str], log_dir: Path, base_model: str, vllm_url: str, port: int, adapter_dir: Path, name: str
+) -> subprocess.Popen[bytes]:
+    """worker/serving/registrar.py in front of a vLLM-protocol server (vLLM in production; any such server here)."""
+    args = ["-m", "worker.serving.registrar", "--base-model", base_model, "--vllm-url", vllm_url, "--port", str(port)]
+    args += ["--host", "127.0.0.1", "--url", f"http://127.0.0.1:{port}", "--id", name, "--max-loras", "4"]
+    return _spawn([*args, "--adapter-dir", str(adapter_dir), "--device", "cpu"], env, log_dir / f"{name}.log")
+
+
 def wait_http(url: str, timeout: float = 60, proc: subprocess.Popen[bytes] | None = None) -> None:
     """Wait until `url` answers; fail early if the process died."""
     deadline = time.monotonic() + timeout

@@ -230,6 +230,52 @@ def test_bad_input_is_a_400_naming_the_field(running_service, tuned, change, par
     assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
 
 
+def test_vllm_sidecar_fetches_adapters_from_the_store_and_registers(  # type: ignore[no-untyped-def]
+    running_service, tuned, reference, backend, tmp_path
+) -> None:
+    """The sidecar in front of a vLLM-protocol server (here the engine, as no vLLM runs without a GPU)."""
+    port = free_port()
+    sidecar = processes.start_vllm_sidecar(
+        backend.env, backend.log_dir, TINY_MODEL, backend.url, port, tmp_path / "adapters", "vllm-e2e"
+    )
+    try:
+        processes.wait_http(f"http://127.0.0.1:{port}/v1/models", proc=sidecar)
+        headers = {"Authorization": f"Bearer {tuned.key}"}
+        with httpx.Client(base_url=running_service.base_url + "/v1", headers=headers, timeout=30) as http:
+            job_id = "ftjob-" + tuned.models["b"].rsplit(":", 1)[-1]
+            arts = http.get(f"/fine_tuning/jobs/{job_id}/artifacts").json()["data"]
+            art = next(a for a in arts if a["kind"] == "adapter")
+            missing = {"lora_name": "x", "lora_path": f"artifacts/{job_id}/nothing.tar"}
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/load_lora_adapter", json=missing)
+            assert r.status_code == 404 and r.json()["error"]["param"] == "lora_path"
+            deadline = time.monotonic() + 30
+            while not any(b["id"] == "vllm-e2e" for b in http.get("/pool").json()["serving_backends"]):
+                assert time.monotonic() < deadline, "the sidecar never registered"
+                time.sleep(0.3)
+            [row] = [b for b in http.get("/pool").json()["serving_backends"] if b["id"] == "vllm-e2e"]
+            assert row["engine"] == "vllm" and row["base_model"] == TINY_MODEL and row["state"] == "up"
+        body = {"lora_name": "side-b", "lora_path": _store_key(art["id"])}
+        assert httpx.post(f"http://127.0.0.1:{port}/v1/load_lora_adapter", json=body, timeout=60).status_code == 200
+        assert (tmp_path / "adapters").is_dir() and any((tmp_path / "adapters").iterdir())  # unpacked there
+        chat = {"model": "side-b", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": MAX_TOKENS}
+        answer = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json={**chat, "temperature": 0}, timeout=60)
+        assert answer.json()["choices"][0]["message"]["content"] == reference["b"]
+    finally:
+        processes.stop([sidecar])
+    httpx.post(backend.url + "/v1/unload_lora_adapter", json={"lora_name": "side-b"}, timeout=30)
+
+
+def _store_key(artifact_id: str) -> str:
+    """The artifact's storage key, read from the database the service uses (the API does not expose keys)."""
+    from db.models import Artifact
+    from db.session import unit_of_work
+
+    with unit_of_work() as session:
+        art = session.get(Artifact, artifact_id)
+        assert art is not None
+        return art.storage_key
+
+
 def test_killed_backend_is_a_503_naming_the_base_then_recovers(running_service, tuned, reference, backend) -> None:  # type: ignore[no-untyped-def]
     client = _sdk(running_service, tuned.key)
     backend.proc.kill()

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
 
 from core.storage import ObjectStore
-from worker.archive import fetch_dir
+from worker.serving.adapters import AdapterMissing, adapter_dir
 from worker.serving.engine import Engine, EngineError, Piece, Sampling
 
 
@@ -59,7 +59,10 @@ def create_app(engine: Engine, store: ObjectStore, cache_dir: Path) -> FastAPI:
         name, path = str(body.get("lora_name") or ""), str(body.get("lora_path") or "")
         if not name or not path:
             raise EngineError(400, "lora_name and lora_path are required", "lora_name" if not name else "lora_path")
-        directory = await asyncio.to_thread(_adapter_dir, store, cache_dir, path)
+        try:
+            directory = await asyncio.to_thread(adapter_dir, store, cache_dir, path)
+        except AdapterMissing as exc:
+            raise EngineError(404, str(exc), "lora_path") from exc
         if not await asyncio.to_thread(engine.load, name, directory):
             return Response(f"The lora adapter '{name}' has already been loaded.", 200)
         return Response(f"Success: LoRA adapter '{name}' added successfully.", 200)
@@ -84,19 +87,6 @@ def create_app(engine: Engine, store: ObjectStore, cache_dir: Path) -> FastAPI:
         return await _complete(engine, body, [engine.text_prompt(t) for t in texts], "prompt", chat=False)
 
     return app
-
-
-def _adapter_dir(store: ObjectStore, cache_dir: Path, lora_path: str) -> Path:
-    """A local adapter directory as given (vLLM's meaning), or an artifact-store key of a tar archive, unpacked once."""
-    local = Path(lora_path)
-    if local.is_absolute() and local.is_dir():
-        return local
-    dest = cache_dir / lora_path.replace("/", "__").removesuffix(".tar")
-    if not (dest / "adapter_config.json").is_file():
-        if not store.exists(lora_path):
-            raise EngineError(404, f"no adapter at {lora_path!r}", "lora_path")
-        fetch_dir(store, lora_path, dest)
-    return dest
 
 
 def _sampling(body: dict[str, Any]) -> Sampling:

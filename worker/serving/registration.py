@@ -46,7 +46,10 @@ class Registration:
             serving.heartbeat(session, self.backend_id, loaded_adapters=self.adapters(), **self.values)
 
     def start(self) -> None:
-        self.beat()  # registered before the first request can look for it
+        try:
+            self.beat()  # registered before the first request can look for it
+        except Exception:  # the database, or vLLM behind a sidecar, is not up yet: the loop retries
+            log.warning("could not register serving backend %s yet", self.backend_id, exc_info=True)
         self._thread.start()
 
     def stop(self) -> None:
