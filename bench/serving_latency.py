@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -67,7 +68,11 @@ def compare(api: httpx.Client, engine: httpx.Client, model: str, n: int, max_tok
     for i in range(2 * n):
         path, client = ("api", api) if i % 2 == 0 else ("engine", engine)
         runs[path].append(stream_once(client, "/v1/chat/completions", model, max_tokens))
-    med = {p: (statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)) for p, rs in runs.items()}
+    # Rates of answers of more than one token only (a lone token has no rate).
+    med = {
+        p: (statistics.median(r[0] for r in rs), statistics.median([r[1] for r in rs if r[2] > 1] or [float("nan")]))
+        for p, rs in runs.items()
+    }
     tokens = statistics.median(r[2] for rs in runs.values() for r in rs)
     print(f"\n{model}: {n} streamed requests per path, alternating, median {tokens:.0f} completion tokens")
     for p in ("engine", "api"):
@@ -97,6 +102,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--max-tokens", type=int, default=64)
     args = parser.parse_args()
+    print(f"load average at start: {os.getloadavg()}  (CPUs: {os.cpu_count()})")
     svc = stack.prepare()
     env = processes.service_env(
         svc.db_url,
@@ -125,6 +131,7 @@ def main() -> None:
             compare(api, engine, stack.MODEL, args.requests, args.max_tokens)
             compare(api, engine, models[0], args.requests, args.max_tokens)
             switch_cost(api, models[1:])
+        print(f"\nload average at end: {os.getloadavg()}")
     finally:
         processes.stop(procs)
         svc.drop()

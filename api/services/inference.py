@@ -4,8 +4,10 @@ Backends speak vLLM's OpenAI server protocol with dynamic LoRA (vLLM itself, or 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -113,48 +115,66 @@ def _plan_released(session: Session, settings: Settings, team: Team, model: str)
 
 async def complete(plan: Plan, settings: Settings, path: str, body: dict[str, Any], stream: bool) -> Response:
     """Send the request to the first backend that answers; make sure the adapter is loaded there; relay the answer."""
-    timeout = httpx.Timeout(settings.serving_timeout_seconds, connect=settings.serving_connect_timeout_seconds)
+    client = _client(settings)
     for backend in plan.backends:
-        client = httpx.AsyncClient(base_url=backend.url, timeout=timeout)
         try:
             response = await _send_loaded(client, plan.target, backend, path, body)
         except httpx.TransportError:
-            await client.aclose()
             continue  # down: the next backend of this base, if any
         if response.status_code != 200:
             error = await response.aread()
-            await client.aclose()
+            await response.aclose()
             raise _backend_error(response.status_code, error, plan.target)
         if not stream:
             data = await response.aread()
-            await client.aclose()
+            await response.aclose()
             return Response(data, media_type="application/json")
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(_relay(client, response), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(_relay(response), media_type="text/event-stream", headers=headers)
     raise ServiceUnavailable(
         f"the serving backend for base model {plan.target.base_model!r} does not answer; try again shortly",
         param="model",
     )
 
 
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+
+
+def _client(settings: Settings) -> httpx.AsyncClient:
+    """One pooled client per event loop: kept-alive connections to the backends save a connect per request."""
+    loop = asyncio.get_running_loop()
+    if loop not in _clients:
+        timeout = httpx.Timeout(settings.serving_timeout_seconds, connect=settings.serving_connect_timeout_seconds)
+        _clients[loop] = httpx.AsyncClient(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=64))
+    return _clients[loop]
+
+
 async def _send_loaded(
     client: httpx.AsyncClient, target: ModelTarget, backend: Backend, path: str, body: dict[str, Any]
 ) -> httpx.Response:
     if target.lora_name and target.lora_name not in backend.loaded:
-        await _load(client, target)
-    response = await client.send(client.build_request("POST", path, json=body), stream=True)
+        await _load(client, backend, target)
+    response = await _post(client, backend.url + path, body)
     if response.status_code == 404 and target.lora_name:
         # Its list was stale: the backend restarted or unloaded the adapter (LRU) since its last heartbeat.
         await response.aclose()
-        await _load(client, target)
-        response = await client.send(client.build_request("POST", path, json=body), stream=True)
+        await _load(client, backend, target)
+        response = await _post(client, backend.url + path, body)
     return response
 
 
-async def _load(client: httpx.AsyncClient, target: ModelTarget) -> None:
+async def _post(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> httpx.Response:
+    try:
+        return await client.send(client.build_request("POST", url, json=body), stream=True)
+    except (httpx.RemoteProtocolError, httpx.ReadError):
+        # A kept-alive connection the backend closed (it restarted): once more on a fresh one.
+        return await client.send(client.build_request("POST", url, json=body), stream=True)
+
+
+async def _load(client: httpx.AsyncClient, backend: Backend, target: ModelTarget) -> None:
     """POST /v1/load_lora_adapter; the backend fetches the archive from the artifact store. Loading twice is fine."""
     payload = {"lora_name": target.lora_name, "lora_path": target.storage_key}
-    r = await client.post("/v1/load_lora_adapter", json=payload)
+    r = await client.post(backend.url + "/v1/load_lora_adapter", json=payload)
     if r.status_code != 200 and "already" not in r.text:  # vLLM answers 400 to an adapter it already has
         raise ServiceUnavailable(
             f"the serving backend for base model {target.base_model!r} could not load {target.lora_name!r}: "
@@ -163,7 +183,7 @@ async def _load(client: httpx.AsyncClient, target: ModelTarget) -> None:
         )
 
 
-async def _relay(client: httpx.AsyncClient, response: httpx.Response) -> AsyncIterator[bytes]:
+async def _relay(response: httpx.Response) -> AsyncIterator[bytes]:
     """The backend's SSE bytes as they come; a backend lost mid-answer ends the stream with an error event."""
     try:
         async for chunk in response.aiter_raw():
@@ -180,7 +200,6 @@ async def _relay(client: httpx.AsyncClient, response: httpx.Response) -> AsyncIt
         yield b"data: " + json.dumps(error).encode() + b"\n\n"
     finally:
         await response.aclose()
-        await client.aclose()
 
 
 def _backend_error(status: int, raw: bytes, target: ModelTarget) -> Exception:

@@ -203,6 +203,28 @@ def test_third_adapter_unloads_the_least_recently_used(running_service, tuned, r
     assert backend.loaded() == [tuned.checkpoint, tuned.models["a"]]
 
 
+def test_dashboard_try_it_streams_the_fine_tune_for_the_signed_in_team(tuned, reference) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    job_id = "ftjob-" + tuned.models["a"].rsplit(":", 1)[-1]
+    with TestClient(create_app(), base_url="https://dashboard.test", follow_redirects=False) as browser:
+        assert browser.post("/login", data={"api_key": tuned.key, "next": "/jobs"}).status_code == 303
+        page = browser.get(f"/jobs/{job_id}", headers={"accept": "text/html"}).text
+        assert 'id="try-it"' in page and "/static/try.js" in page and tuned.checkpoint in page
+        csrf = page.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
+        body = {"model": tuned.models["a"], "messages": [{"role": "user", "content": PROMPT}], "stream": True,
+                "max_tokens": MAX_TOKENS, "temperature": 0}  # fmt: skip
+        assert browser.post("/try/chat/completions", json=body).status_code == 403  # no CSRF token
+        r = browser.post("/try/chat/completions", json=body, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [line.removeprefix("data: ") for line in r.text.splitlines() if line.startswith("data: ")]
+        assert lines[-1] == "[DONE]"
+        chunks = [json.loads(line) for line in lines[:-1]]
+        assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == reference["a"]
+
+
 def test_another_teams_fine_tune_is_not_found(running_service, tuned, make_team) -> None:  # type: ignore[no-untyped-def]
     other = make_team()
     headers = {"Authorization": f"Bearer {other.key}"}

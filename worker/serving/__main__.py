@@ -6,8 +6,6 @@ import argparse
 import logging
 import socket
 
-import uvicorn
-
 from core.registry import load_registry
 from core.settings import get_settings
 from core.storage import configured_store
@@ -40,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     cache = settings.resolved_work_dir / "serving" / f"{socket.gethostname()}-{args.port}"
     app = create_app(engine, configured_store(settings), cache)
     url = args.url or f"http://{'127.0.0.1' if args.host == '0.0.0.0' else args.host}:{args.port}"
-    registration = Registration(
+    Registration(
         args.id or f"serving-{socket.gethostname()}-{args.port}",
         model.name,
         url,
@@ -49,12 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         max_adapters,
         engine.loaded,
         settings.heartbeat_seconds,
-    )
-    registration.start()
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    finally:
-        registration.stop()
+    ).serve(app, args.host, args.port)
 
 
 if __name__ == "__main__":

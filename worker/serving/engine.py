@@ -216,8 +216,9 @@ class Engine:
                 if sampling.seed is not None:
                     torch.manual_seed(sampling.seed)  # under the lock: no other request draws from the RNG
                 greedy = sampling.temperature == 0
+                # OpenAI's sampling has no top-k: 0 turns off the model's generation_config default (often 50).
                 kwargs: dict[str, Any] = (
-                    {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p}
+                    {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, "top_k": 0}
                 )
                 ids = torch.tensor([prompt], device=self.device)
                 with torch.inference_mode(), _disabled(self.peft, adapter is None):
@@ -226,7 +227,6 @@ class Engine:
                         attention_mask=torch.ones_like(ids),
                         max_new_tokens=budget,
                         do_sample=not greedy,
-                        top_k=None,
                         streamer=_Tokens(out),
                         stopping_criteria=StoppingCriteriaList([flag]),
                         pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,

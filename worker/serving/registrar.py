@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.responses import Response
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
     app = create_app(args.vllm_url, configured_store(settings), args.adapter_dir, settings.serving_timeout_seconds)
-    registration = Registration(
+    Registration(
         args.id,
         args.base_model,
         args.url,
@@ -92,12 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         args.max_loras,
         lambda: vllm_adapters(args.vllm_url),
         settings.heartbeat_seconds,
-    )
-    registration.start()
-    try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    finally:
-        registration.stop()
+    ).serve(app, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
+from typing import Any
+
+import uvicorn
 
 from db.repositories import serving
 from db.session import unit_of_work
@@ -60,6 +63,14 @@ class Registration:
                 serving.remove_backend(session, self.backend_id)
         except Exception:  # the database may be gone at shutdown; the row then ages out as lost
             log.warning("could not deregister serving backend %s", self.backend_id, exc_info=True)
+
+    def serve(self, app: Any, host: str, port: int) -> None:
+        """Register, answer on host:port until stopped (SIGTERM, Ctrl-C), deregister."""
+        self.start()
+        try:
+            uvicorn.run(app, host=host, port=port, log_level="warning")
+        finally:
+            self.stop()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.period):
