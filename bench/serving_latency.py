@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import stack  # noqa: E402
+from bench.sse_latency import cpu_seconds  # noqa: E402
 from cli import processes  # noqa: E402
 from tests.e2e.test_stream import ROWS  # noqa: E402
 from tests.servers import free_port  # noqa: E402
@@ -61,13 +62,16 @@ def stream_once(client: httpx.Client, url: str, model: str, max_tokens: int) -> 
     return first - start, rate, tokens
 
 
-def compare(api: httpx.Client, engine: httpx.Client, model: str, n: int, max_tokens: int) -> None:
+def compare(api: httpx.Client, engine: httpx.Client, model: str, n: int, max_tokens: int, api_pid: int) -> None:
     stream_once(api, "/v1/chat/completions", model, max_tokens)  # warm both paths (and load the adapter)
     stream_once(engine, "/v1/chat/completions", model, max_tokens)
     runs: dict[str, list[tuple[float, float, int]]] = {"api": [], "engine": []}
+    api_cpu = 0.0  # CPU seconds the API process spent while the API-path requests ran
     for i in range(2 * n):
         path, client = ("api", api) if i % 2 == 0 else ("engine", engine)
+        before = cpu_seconds(api_pid)
         runs[path].append(stream_once(client, "/v1/chat/completions", model, max_tokens))
+        api_cpu += cpu_seconds(api_pid) - before if path == "api" else 0.0
     # Rates of answers of more than one token only (a lone token has no rate).
     med = {
         p: (statistics.median(r[0] for r in rs), statistics.median([r[1] for r in rs if r[2] > 1] or [float("nan")]))
@@ -80,6 +84,10 @@ def compare(api: httpx.Client, engine: httpx.Client, model: str, n: int, max_tok
     print(
         f"  API added to TTFT: {1000 * (med['api'][0] - med['engine'][0]):+.1f} ms   "
         f"tokens/s ratio API/engine: {med['api'][1] / med['engine'][1]:.3f}"
+    )
+    streamed = sum(r[2] for r in runs["api"])
+    print(
+        f"  API process CPU: {1000 * api_cpu / n:.1f} ms per request, {1000 * api_cpu / max(streamed, 1):.2f} ms/token"
     )
 
 
@@ -128,8 +136,8 @@ def main() -> None:
             httpx.Client(base_url=f"http://127.0.0.1:{engine_port}", timeout=300) as engine,
         ):
             models = train(api)
-            compare(api, engine, stack.MODEL, args.requests, args.max_tokens)
-            compare(api, engine, models[0], args.requests, args.max_tokens)
+            compare(api, engine, stack.MODEL, args.requests, args.max_tokens, procs[0].pid)
+            compare(api, engine, models[0], args.requests, args.max_tokens, procs[0].pid)
             switch_cost(api, models[1:])
         print(f"\nload average at end: {os.getloadavg()}")
     finally:

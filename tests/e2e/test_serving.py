@@ -225,6 +225,22 @@ def test_dashboard_try_it_streams_the_fine_tune_for_the_signed_in_team(tuned, re
         assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == reference["a"]
 
 
+def test_cli_chat_streams_the_fine_tune_then_its_base(running_service, tuned, reference) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TUNEPOOL_BASE_URL": running_service.base_url + "/v1", "TUNEPOOL_API_KEY": tuned.key}
+    args = [sys.executable, "-m", "cli.main", "chat", tuned.models["a"], "--base-too", "-p", PROMPT]
+    args += ["--temperature", "0", "--max-tokens", str(MAX_TOKENS)]
+    run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(f"[{tuned.models['a']}]\n{reference['a']}\n[{TINY_MODEL}]\n"), run.stdout
+    missing = subprocess.run([sys.executable, "-m", "cli.main", "chat", "ft:nope:x::1", "-p", "hi"], env=env,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert missing.returncode == 1 and "error 404" in missing.stderr
+
+
 def test_another_teams_fine_tune_is_not_found(running_service, tuned, make_team) -> None:  # type: ignore[no-untyped-def]
     other = make_team()
     headers = {"Authorization": f"Bearer {other.key}"}
