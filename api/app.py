@@ -10,7 +10,21 @@ from api.headers import SecurityHeadersMiddleware
 from api.limits import BodyLimitMiddleware, BodyTooLarge, too_large_handler
 from api.observability import ObservabilityMiddleware
 from api.openapi import install_openapi
-from api.routes import admin, artifacts, checkpoints, files, jobs, models, ops, pool, quotas, stream, uploads, webhooks
+from api.routes import (
+    admin,
+    artifacts,
+    checkpoints,
+    files,
+    inference,
+    jobs,
+    models,
+    ops,
+    pool,
+    quotas,
+    stream,
+    uploads,
+    webhooks,
+)
 from core.logging import configure_logging
 from core.settings import get_settings
 
@@ -28,6 +42,7 @@ def create_app() -> FastAPI:
         app.include_router(module.router)
     for module in (pool, quotas):  # shared pool (issue 4)
         app.include_router(module.router)
+    app.include_router(inference.router)  # try the fine-tune (issue 16)
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:

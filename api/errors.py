@@ -19,6 +19,7 @@ from core.errors import (
     PayloadTooLarge,
     QuotaExceeded,
     RateLimited,
+    ServiceUnavailable,
     StorageQuotaExceeded,
     Unauthorized,
 )
@@ -32,6 +33,7 @@ _STATUS: list[tuple[type[DomainError], int]] = [
     (Forbidden, 403),
     (StorageQuotaExceeded, 403),
     (QuotaExceeded, 429),
+    (ServiceUnavailable, 503),
 ]
 
 
@@ -49,7 +51,7 @@ async def _domain(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     status = _status_of(exc)
     extra: dict[str, Any] = {"lines": exc.report} if isinstance(exc, InvalidFile) else {}
-    type_ = "authentication_error" if status == 401 else "invalid_request_error"
+    type_ = {401: "authentication_error", 503: "server_error"}.get(status, "invalid_request_error")
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
     body = error_body(exc.message, type_=type_, code=exc.code, param=exc.param, **extra)
     return JSONResponse(body, status, headers=headers)

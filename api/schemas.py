@@ -303,9 +303,24 @@ class PoolOtherTeams(BaseModel):
     running: int
 
 
+class PoolServingBackend(BaseModel):
+    id: str
+    base_model: str
+    engine: str = Field(description="builtin (transformers + PEFT) or vllm.")
+    hostname: str
+    device: str
+    state: Literal["up", "lost"]
+    loaded_adapters: int = Field(description="Adapters loaded now, of every team.")
+    max_adapters: int
+    own_adapters: list[str] = Field(description="The caller's fine-tunes among them (all of them for admins).")
+    last_heartbeat: int
+    started_at: int
+
+
 class PoolPublic(BaseModel):
     object: Literal["pool"] = "pool"
     workers: list[PoolWorker]
+    serving_backends: list[PoolServingBackend] = Field(default_factory=list)
     queues: list[PoolTeamQueue] = Field(description="The caller's own team (every team for an admin).")
     other_teams: PoolOtherTeams | None = Field(default=None, description="The rest, anonymous; null for admins.")
     idle_workers: int

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cli.artifacts import artifacts_app
+from cli.chat import chat
 from cli.files import files_app
 from cli.jobs import jobs_app
 from cli.output import JsonFlag, console, emit
@@ -24,6 +25,7 @@ for sub, name in (
     (admin_app, "admin"),
 ):
     app.add_typer(sub, name=name)
+app.command()(chat)
 
 
 @app.command()
@@ -35,11 +37,14 @@ def up(
     smollm2: Annotated[bool, typer.Option(help="Fetch and register SmolLM2-135M-Instruct.")] = True,
     pg_port: Annotated[int, typer.Option(help="Embedded Postgres port (without DATABASE_URL).")] = 54329,
     redis_port: Annotated[int, typer.Option(help="Embedded Redis port (without REDIS_URL).")] = 63790,
+    serving_port: Annotated[
+        int, typer.Option(help="Built-in serving engine's port (SmolLM2, else the registry's first model); 0: none.")
+    ] = 8100,
 ) -> None:
-    """Start the API, dispatcher and workers (and embedded Postgres/Redis when none is configured)."""
+    """Start the API, dispatcher, workers and a serving engine (and embedded Postgres/Redis when none is configured)."""
     from cli.server import up as run_up
 
-    run_up(data_dir, host, port, workers, smollm2, pg_port, redis_port)
+    run_up(data_dir, host, port, workers, smollm2, pg_port, redis_port, serving_port)
 
 
 @admin_app.command("create-team")

@@ -1,4 +1,4 @@
-"""Start the service's processes (API, dispatcher, worker) — shared by `tunepool up` and the tests."""
+"""Start the service's processes (API, dispatcher, worker, serving engine) — shared by `tunepool up` and the tests."""
 
 from __future__ import annotations
 
@@ -63,6 +63,30 @@ def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker-1") -> 
         "--without-mingle",
     ]
     return _spawn(args, {**env, "TUNEPOOL_WORKER_ID": name}, log_dir / f"{name}.log")
+
+
+def start_serving(
+    env: dict[str, str],
+    log_dir: Path,
+    base_model: str,
+    port: int,
+    name: str = "serving-1",
+    max_adapters: int | None = None,
+) -> subprocess.Popen[bytes]:
+    """The built-in serving engine (worker/serving) for one base model, registered in the pool as `name`."""
+    args = ["-m", "worker.serving", "--base-model", base_model, "--port", str(port), "--id", name]
+    if max_adapters is not None:
+        args += ["--max-adapters", str(max_adapters)]
+    return _spawn(args, env, log_dir / f"{name}.log")
+
+
+def start_vllm_sidecar(
+    env: dict[str, str], log_dir: Path, base_model: str, vllm_url: str, port: int, adapter_dir: Path, name: str
+) -> subprocess.Popen[bytes]:
+    """worker/serving/registrar.py in front of a vLLM-protocol server (vLLM in production; any such server here)."""
+    args = ["-m", "worker.serving.registrar", "--base-model", base_model, "--vllm-url", vllm_url, "--port", str(port)]
+    args += ["--host", "127.0.0.1", "--url", f"http://127.0.0.1:{port}", "--id", name, "--max-loras", "4"]
+    return _spawn([*args, "--adapter-dir", str(adapter_dir), "--device", "cpu"], env, log_dir / f"{name}.log")
 
 
 def wait_http(url: str, timeout: float = 60, proc: subprocess.Popen[bytes] | None = None) -> None:

@@ -75,8 +75,23 @@ def ensure_dev_key(data_dir: Path) -> str:
     return key
 
 
+def default_model(registry: Path, smollm2: bool) -> str | None:
+    """The model `up` serves: SmolLM2 when fetched, else the registry's first entry."""
+    from core.registry import load_registry
+
+    names = list(load_registry(registry))
+    return SMOLLM2 if smollm2 and SMOLLM2 in names else (names[0] if names else None)
+
+
 def up(
-    data_dir: Path, host: str, port: int, workers: int, smollm2: bool, pg_port: int, redis_port: int
+    data_dir: Path,
+    host: str,
+    port: int,
+    workers: int,
+    smollm2: bool,
+    pg_port: int,
+    redis_port: int,
+    serving_port: int = 8100,
 ) -> None:
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -100,9 +115,12 @@ def up(
     api = processes.start_api(env, log_dir, host=host, port=port)
     procs = [api, processes.start_dispatcher(env, log_dir)]
     procs += [processes.start_worker(env, log_dir, f"worker-{i + 1}") for i in range(workers)]
+    served = default_model(get_settings().resolved_model_registry, smollm2) if serving_port else None
+    if served:
+        procs.append(processes.start_serving(env, log_dir, served, serving_port))
     try:
         processes.wait_http(f"http://127.0.0.1:{port}/healthz", proc=api)
-        _banner(host, port, key, log_dir, smollm2)
+        _banner(host, port, key, log_dir, smollm2, served)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(p.poll() is None for p in procs):
             time.sleep(1)
@@ -113,7 +131,7 @@ def up(
         processes.stop(procs)
 
 
-def _banner(host: str, port: int, key: str, log_dir: Path, smollm2: bool) -> None:
+def _banner(host: str, port: int, key: str, log_dir: Path, smollm2: bool, served: str | None) -> None:
     base = f"http://{'localhost' if host in ('0.0.0.0', '127.0.0.1') else host}:{port}/v1"
     model = SMOLLM2 if smollm2 else "<a model from GET /v1/models>"
     # Plain print: rich would wrap the long key lines and break copy-paste.
@@ -129,5 +147,8 @@ Dev team API key (admin): {key}
   client = OpenAI(base_url="{base}", api_key="{key}")
   f = client.files.create(file=open("train.jsonl", "rb"), purpose="fine-tune")
   job = client.fine_tuning.jobs.create(model="{model}", training_file=f.id)
+  # once it succeeded (serving engine for {served or "no model: --serving-port 0 or an empty registry"}):
+  client.chat.completions.create(model=job.fine_tuned_model, messages=[{{"role": "user", "content": "Hi"}}])
+  tunepool chat ft:... --base-too
 
 Ctrl-C stops everything.""")

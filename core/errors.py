@@ -68,3 +68,9 @@ class RateLimited(QuotaExceeded):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ServiceUnavailable(DomainError):
+    """A dependency the request needs (a serving backend) is down or not running (503: retry later)."""
+
+    code = "service_unavailable"

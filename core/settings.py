@@ -139,6 +139,19 @@ class Settings(BaseSettings):
     metrics_public: bool = Field(
         default=False, description="Serve /metrics without a token (dev; `make up` sets it). Off: 403 unless a token."
     )
+    # Serving fine-tunes (issue 16): backends (built-in engine or vLLM) behind /v1/chat/completions.
+    serving_connect_timeout_seconds: float = Field(
+        default=3.0, gt=0, description="Connecting to a serving backend; past it the request is a 503."
+    )
+    serving_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="Longest wait for a serving backend's next bytes (load, first token, chunk)."
+    )
+    serving_max_adapters: int = Field(
+        default=8, ge=1, le=1024, description="Adapters a built-in serving engine keeps loaded (LRU past it)."
+    )
+    serving_max_new_tokens: int = Field(
+        default=2048, ge=1, description="Most tokens one built-in engine completion may generate."
+    )
     session_secret: str = Field(
         default="",
         description="Signs dashboard session cookies; empty: generated once and kept in data_dir/session_secret.",

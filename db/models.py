@@ -201,6 +201,23 @@ class Worker(Base):
     last_heartbeat: Mapped[datetime] = _now()
 
 
+class ServingBackend(Base):
+    """A serving engine (built-in or vLLM) for one base model: where it answers and which adapters it holds."""
+
+    __tablename__ = "serving_backend"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    base_model: Mapped[str] = mapped_column(String(256), index=True)
+    url: Mapped[str] = mapped_column(String(2048))  # its OpenAI server root, e.g. http://host:8100
+    engine: Mapped[str] = mapped_column(String(32))  # "builtin" | "vllm"
+    hostname: Mapped[str] = mapped_column(String(256))
+    device: Mapped[str] = mapped_column(String(64))
+    loaded_adapters: Mapped[list[Any]]  # lora names, most recently used last
+    max_adapters: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = _now()
+    last_heartbeat: Mapped[datetime] = _now()
+
+
 class GpuUsage(Base):
     """One stretch of a job on a worker: the ledger behind fair share and GPU-hour budgets."""
 

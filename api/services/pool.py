@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from api.schemas import PoolJob, PoolOtherTeams, PoolPublic, PoolTeamQueue, PoolWorker, WorkerState
+from api.schemas import PoolJob, PoolOtherTeams, PoolPublic, PoolServingBackend, PoolTeamQueue, PoolWorker, WorkerState
 from core.enums import JobStatus
 from core.placement import GB
 from core.settings import Settings
-from db.models import Team, TrainingJob, Worker
-from db.repositories import jobs, teams, workers
+from db.models import ServingBackend, Team, TrainingJob, Worker
+from db.repositories import jobs, serving, teams, workers
 
 
 def pool_view(session: Session, settings: Settings, team: Team) -> PoolPublic:
@@ -49,6 +49,7 @@ def pool_view(session: Session, settings: Settings, team: Team) -> PoolPublic:
         )
     return PoolPublic(
         workers=out,
+        serving_backends=[_backend(b, team, lost_before) for b in serving.all_backends(session)],
         queues=queues,
         other_teams=None if team.is_admin else others,
         idle_workers=sum(1 for w in out if w.state == "idle"),
@@ -84,4 +85,23 @@ def _worker(w: Worker, job_rows: dict[str, TrainingJob], team: Team, lost_before
         job=pool_job,
         last_heartbeat=int(w.last_heartbeat.timestamp()),
         started_at=int(w.started_at.timestamp()),
+    )
+
+
+def _backend(b: ServingBackend, team: Team, lost_before: datetime) -> PoolServingBackend:
+    adapters = [str(a) for a in b.loaded_adapters or []]
+    # ft:<base>:<team name>:<suffix>:<id>: another team's fine-tune names stay theirs.
+    own = adapters if team.is_admin else [a for a in adapters if a.split(":")[2:3] == [team.name]]
+    return PoolServingBackend(
+        id=b.id,
+        base_model=b.base_model,
+        engine=b.engine,
+        hostname=b.hostname,
+        device=b.device,
+        state="lost" if b.last_heartbeat < lost_before else "up",
+        loaded_adapters=len(adapters),
+        max_adapters=b.max_adapters,
+        own_adapters=own,
+        last_heartbeat=int(b.last_heartbeat.timestamp()),
+        started_at=int(b.started_at.timestamp()),
     )

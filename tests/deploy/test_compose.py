@@ -86,3 +86,17 @@ def test_every_tunepool_variable_is_a_real_setting_and_storage_is_the_object_sto
     env = services["api"]["environment"]
     assert env["TUNEPOOL_STORAGE_URL"].startswith("s3://") and env["TUNEPOOL_S3_ENDPOINT_URL"] == "http://minio:9000"
     assert services["worker-gpu0"]["environment"]["TUNEPOOL_STORAGE_URL"] == env["TUNEPOOL_STORAGE_URL"]
+
+
+def test_vllm_profile_serves_with_runtime_lora_and_a_sidecar_sharing_adapters() -> None:
+    services = _config()["services"]
+    vllm, sidecar = services["vllm"], services["vllm-sidecar"]
+    assert vllm["profiles"] == sidecar["profiles"] == ["vllm"]
+    assert vllm["environment"]["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True" and "--enable-lora" in vllm["command"]
+    [device] = vllm["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert "model-cache:/var/cache/tunepool:ro" in vllm["volumes"]
+    assert sidecar["command"][:3] == ["python", "-m", "worker.serving.registrar"]
+    adapter_dir = next(a for a in sidecar["command"] if a.startswith("--adapter-dir=")).split("=", 1)[1]
+    assert f"adapters:{adapter_dir}:ro" in vllm["volumes"] and f"adapters:{adapter_dir}" in sidecar["volumes"]
+    assert "--vllm-url=http://vllm:8001" in sidecar["command"] and "--port=8001" in vllm["command"]

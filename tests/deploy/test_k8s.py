@@ -110,3 +110,29 @@ def test_configmap_and_secret_set_only_real_settings() -> None:
 
     models = tomllib.loads(config["models.toml"])["models"]
     assert all(Path(m["path"]).is_relative_to(config["TUNEPOOL_MODEL_CACHE_DIR"]) for m in models.values())
+
+
+def test_vllm_serves_with_runtime_lora_beside_a_sidecar_sharing_its_adapter_volume() -> None:
+    deployment = _find("Deployment", "tunepool-vllm")
+    pod = _pod(deployment)
+    containers = {c["name"]: c for c in pod["containers"]}
+    vllm, sidecar = containers["vllm"], containers["sidecar"]
+    assert vllm["command"] == ["vllm", "serve"] and "--enable-lora" in vllm["args"]
+    assert {"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"} in vllm["env"]
+    assert vllm["resources"]["requests"]["nvidia.com/gpu"] == vllm["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    flags = {a.split("=", 1)[0]: a.split("=", 1)[-1] for a in vllm["args"] + sidecar["args"]}
+    assert flags["--max-loras"] == "8" and sidecar["command"] == ["python", "-m", "worker.serving.registrar"]
+    assert flags["--vllm-url"] == "http://127.0.0.1:8001" and "--port=8001" in vllm["args"]
+    # vLLM reads adapters from the directory the sidecar unpacks them into; the model from the shared cache.
+    mounts = {c: {m["name"]: m["mountPath"] for m in containers[c]["volumeMounts"]} for c in containers}
+    assert mounts["vllm"]["adapters"] == mounts["sidecar"]["adapters"] == flags["--adapter-dir"]
+    cache = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    assert cache["persistentVolumeClaim"]["claimName"] == "tunepool-model-cache"
+    model = vllm["args"][0]
+    assert model.startswith(mounts["vllm"]["model-cache"]) and flags["--served-model-name"] == flags["--base-model"]
+    config = _find("ConfigMap", "tunepool-config")["data"]
+    import tomllib
+
+    registry = tomllib.loads(config["models.toml"])["models"]
+    assert registry[flags["--base-model"]]["path"] == model  # the API routes the registry name to this pod
