@@ -91,7 +91,8 @@ def cancel(session: Session, job: TrainingJob) -> None:
 
 
 def pause(session: Session, job: TrainingJob) -> None:
-    """The user's pause: a queued job pauses at once; a running one is flagged, saves a checkpoint, frees its GPU."""
+    """The user's pause, at once as OpenAI answers. A running job is `paused` with `pause_requested` set while its
+    worker saves the checkpoint and frees the GPU (the worker still owns the job until then: confirm_pause)."""
     status = JobStatus(job.status)
     if status == JobStatus.PAUSED:
         return
@@ -99,9 +100,11 @@ def pause(session: Session, job: TrainingJob) -> None:
         session, job.id, [JobStatus.QUEUED], JobStatus.PAUSED, dispatched_at=None, dispatched_to=None
     ):
         return
-    if status in (JobStatus.QUEUED, JobStatus.RUNNING):  # queued but claimed meanwhile: it is running now
-        jobs.update_job(session, job.id, pause_requested=True)
-        events.add_event(session, job.id, "Pause requested; saving a checkpoint")
+    # Queued but claimed meanwhile: it is running now.
+    if status in (JobStatus.QUEUED, JobStatus.RUNNING) and _move(
+        session, job.id, [JobStatus.RUNNING], JobStatus.PAUSED, pause_requested=True
+    ):
+        events.add_event(session, job.id, "Job paused; its worker is saving a checkpoint")
         return
     raise InvalidRequest(
         f"job {job.id} is {status.value}; only queued or running jobs pause", param="fine_tuning_job_id"
@@ -127,9 +130,23 @@ def resume(session: Session, job: TrainingJob) -> None:
 
 
 def confirm_pause(session: Session, job_id: str, attempt: int | None, step: int | None) -> None:
-    """The worker stopped a running job for its pause request (checkpoint saved): `running` → `paused`."""
-    if _move(session, job_id, [JobStatus.RUNNING], JobStatus.PAUSED, attempt=attempt, pause_requested=False):
+    """The worker saved the pause checkpoint and stopped: the job is paused and no worker's any more."""
+    settled = jobs.settle_pause(session, job_id, attempt) or _move(
+        session, job_id, [JobStatus.RUNNING], JobStatus.PAUSED, attempt=attempt, pause_requested=False
+    )  # (a job paused before pauses were immediate is still `running` here)
+    if settled:
         events.add_event(session, job_id, f"Job paused at step {step}; resume continues from there")
+
+
+def abandon_pause(session: Session, job: TrainingJob, why: str) -> None:
+    """A pausing job's worker failed or vanished before the checkpoint was saved: it stays paused, and resumes from
+    the last checkpoint that was stored."""
+    jobs.update_job(session, job.id, pause_requested=False)
+    stored = artifacts.trainer_checkpoints(session, job.id)
+    where = f"the checkpoint at step {stored[-1].step}" if stored else "the start (no checkpoint yet)"
+    events.add_event(
+        session, job.id, f"{why} before the pause checkpoint was saved; resume continues from {where}", level="warning"
+    )
 
 
 def confirm_cancel(session: Session, job_id: str, attempt: int | None) -> None:
@@ -191,6 +208,10 @@ def fail(
         session, job_id, [stage], JobStatus.FAILED, attempt=attempt, error=error, finished_at=func.now(), **values
     )
     if done is None:
+        job = jobs.get_job_by_id(session, job_id) if stage == JobStatus.RUNNING else None
+        pausing = job is not None and job.status == JobStatus.PAUSED and job.pause_requested
+        if job is not None and pausing and attempt in (None, job.attempts):  # failed saving the pause checkpoint
+            abandon_pause(session, job, f"Training failed ({error['message']})")
         return False
     if stage == JobStatus.VALIDATING_FILES:  # the file report is the whole story
         events.add_event(session, job_id, error["message"], level="error")
@@ -202,6 +223,9 @@ def fail(
 def requeue_lost(session: Session, job: TrainingJob, reason: str, max_attempts: int) -> None:
     """A running job whose worker was lost (`job` locked): back to `queued` to resume from its last checkpoint, or
     `failed` once it has lost `max_attempts` workers. The claim counter fences the lost worker out."""
+    if job.status == JobStatus.PAUSED:  # the user paused it; the worker vanished while saving: it stays paused
+        abandon_pause(session, job, reason)
+        return
     losses = job.worker_losses + 1
     if losses >= max_attempts:
         error = {

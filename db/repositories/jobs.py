@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import ColumnElement, Select, func, select, update
 from sqlalchemy.orm import Session
 
 from core.enums import JobStatus
@@ -92,6 +92,15 @@ def transition(
     return session.scalar(stmt)
 
 
+def settle_pause(session: Session, job_id: str, attempt: int | None) -> bool:
+    """A pausing job (paused, its checkpoint owed by claim `attempt`) is paused and free of its worker now."""
+    where = [TrainingJob.id == job_id, TrainingJob.status == JobStatus.PAUSED, TrainingJob.pause_requested.is_(True)]
+    if attempt is not None:
+        where.append(TrainingJob.attempts == attempt)
+    stmt = update(TrainingJob).where(*where).values(pause_requested=False).returning(TrainingJob.id)
+    return session.scalar(stmt) is not None
+
+
 def update_job(session: Session, job_id: str, **values: Any) -> None:
     session.execute(update(TrainingJob).where(TrainingJob.id == job_id).values(**values))
 
@@ -121,27 +130,35 @@ def stop_request(session: Session, job_id: str, attempt: int | None = None) -> s
     ).one_or_none()
     if row is None or row.cancel_requested:
         return "cancel"
-    if attempt is not None and (row.status != JobStatus.RUNNING or row.attempts != attempt):
+    pausing = row.status == JobStatus.PAUSED and row.pause_requested  # paused by the user, checkpoint owed
+    if attempt is not None and ((row.status != JobStatus.RUNNING and not pausing) or row.attempts != attempt):
         return "lost"
     return "pause" if row.pause_requested else None
 
 
 def owns(session: Session, job_id: str, attempt: int) -> bool:
-    """Whether claim `attempt` still runs the job; the share lock holds off a re-queue until this write commits."""
+    """Whether claim `attempt` still runs the job (or, paused by the user, still saves its pause checkpoint); the
+    share lock holds off a re-queue until this write commits."""
     stmt = select(TrainingJob.id).where(
-        TrainingJob.id == job_id, TrainingJob.status == JobStatus.RUNNING, TrainingJob.attempts == attempt
+        TrainingJob.id == job_id, _held_by_its_worker(), TrainingJob.attempts == attempt
     )
     return session.scalar(stmt.with_for_update(read=True)) is not None
 
 
+def _held_by_its_worker() -> ColumnElement[bool]:
+    """Jobs a worker still works on: running, or paused by the user while the worker saves the checkpoint."""
+    pausing = (TrainingJob.status == JobStatus.PAUSED) & TrainingJob.pause_requested.is_(True)
+    return (TrainingJob.status == JobStatus.RUNNING) | pausing
+
+
 def lock_running_on(session: Session, worker_id: str) -> list[TrainingJob]:
-    """Running jobs claimed by `worker_id`, locked."""
-    stmt = select(TrainingJob).where(TrainingJob.status == JobStatus.RUNNING, TrainingJob.worker_id == worker_id)
+    """Jobs `worker_id` works on (running, or pausing), locked."""
+    stmt = select(TrainingJob).where(_held_by_its_worker(), TrainingJob.worker_id == worker_id)
     return list(session.scalars(stmt.order_by(TrainingJob.id).with_for_update()))
 
 
 def lock_orphaned_running(session: Session, alive_since: datetime, queue: str) -> list[TrainingJob]:
-    """Running jobs whose worker is gone, or is of `queue`'s family and either sent no heartbeat since
+    """Running (or pausing) jobs whose worker is gone, or is of `queue`'s family and either sent no heartbeat since
     `alive_since` or runs something else (it gave up recording the job's end); locked with SKIP LOCKED.
     (Another family's dispatcher judges its own workers.)"""
     worker = select(Worker).where(Worker.id == TrainingJob.worker_id)
@@ -149,7 +166,7 @@ def lock_orphaned_running(session: Session, alive_since: datetime, queue: str) -
         Worker.queue == queue,
         (Worker.last_heartbeat < alive_since) | Worker.current_job_id.is_distinct_from(TrainingJob.id),
     ).exists()
-    stmt = select(TrainingJob).where(TrainingJob.status == JobStatus.RUNNING, silent | ~worker.exists())
+    stmt = select(TrainingJob).where(_held_by_its_worker(), silent | ~worker.exists())
     return list(session.scalars(_locked(stmt.order_by(TrainingJob.id))))
 
 

@@ -45,7 +45,7 @@ def test_a_pause_reaches_the_child_through_the_runner(  # type: ignore[no-untype
     reporter = DatabaseReporter(job_id, team.team_id, configured_store(get_settings()), attempt=attempt, stop_file=stop)
     assert reporter.should_stop() is None
     r = api.post(f"/v1/fine_tuning/jobs/{job_id}/pause")
-    assert r.status_code == 200 and r.json()["status"] == "running", r.text  # requested, not paused yet
+    assert r.status_code == 200 and r.json()["status"] == "paused", r.text  # paused at once, as OpenAI answers
     assert reporter.should_stop() is None  # the reporter does not poll the database itself
 
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(stop)], start_new_session=True)  # as the runner
@@ -67,3 +67,82 @@ def test_a_cancel_kills_the_child(  # type: ignore[no-untyped-def]
     assert runner._wait(child, job_id, attempt, stop) == "cancelled"
     assert child.returncode is not None and child.returncode < 0  # killed by a signal
     assert not stop.exists()
+
+
+def _owns(job_id: str, attempt: int) -> bool:
+    from db.repositories import jobs
+    from db.session import unit_of_work
+
+    with unit_of_work() as session:
+        return jobs.owns(session, job_id, attempt)
+
+
+def _job(job_id: str):  # type: ignore[no-untyped-def]
+    from db.models import TrainingJob
+    from db.session import unit_of_work
+
+    with unit_of_work() as session:
+        job = session.get(TrainingJob, job_id)
+        assert job is not None
+        session.expunge(job)
+        return job
+
+
+def _events(api, job_id: str) -> list[str]:  # type: ignore[no-untyped-def]
+    return [e["message"] for e in api.get(f"/v1/fine_tuning/jobs/{job_id}/events?limit=100").json()["data"]]
+
+
+def test_a_paused_job_stays_its_workers_until_the_checkpoint_is_saved(  # type: ignore[no-untyped-def]
+    api, team, register_worker, cancel_leftovers
+) -> None:
+    from db import lifecycle
+    from db.session import unit_of_work
+
+    job_id, attempt = _running_job(api, team, register_worker, cancel_leftovers)
+    assert api.post(f"/v1/fine_tuning/jobs/{job_id}/pause").json()["status"] == "paused"
+    assert _owns(job_id, attempt)  # its worker may still write the pause checkpoint and the last metrics
+    assert not _owns(job_id, attempt + 1)
+    with unit_of_work() as session:
+        lifecycle.confirm_pause(session, job_id, attempt, step=3)
+    assert not _owns(job_id, attempt)  # settled: nothing of that claim lands any more
+    assert not _job(job_id).pause_requested
+    assert "Job paused at step 3; resume continues from there" in _events(api, job_id)
+    assert api.post(f"/v1/fine_tuning/jobs/{job_id}/resume").json()["status"] == "queued"
+
+
+def test_a_pause_whose_training_fails_or_whose_worker_vanishes_stays_paused(  # type: ignore[no-untyped-def]
+    api, team, register_worker, cancel_leftovers
+) -> None:
+    from db import lifecycle
+    from db.session import unit_of_work
+
+    failed, attempt = _running_job(api, team, register_worker, cancel_leftovers)
+    api.post(f"/v1/fine_tuning/jobs/{failed}/pause")
+    error = {"code": "internal_error", "message": "disk full", "param": None, "side": "system"}
+    with unit_of_work() as session:
+        assert not lifecycle.fail(session, failed, error, attempt=attempt)
+    job = _job(failed)
+    assert job.status == "paused" and not job.pause_requested and job.error is None
+    assert any("Training failed (disk full) before the pause checkpoint was saved" in m for m in _events(api, failed))
+
+    lost, attempt = _running_job(api, team, register_worker, cancel_leftovers)
+    api.post(f"/v1/fine_tuning/jobs/{lost}/pause")
+    with unit_of_work() as session:
+        lifecycle.requeue_lost(session, _job(lost), "Worker w was lost", max_attempts=3)
+    job = _job(lost)
+    assert job.status == "paused" and not job.pause_requested and job.worker_losses == 0
+    assert api.post(f"/v1/fine_tuning/jobs/{lost}/resume").json()["status"] == "queued"
+
+
+def test_resuming_while_the_checkpoint_is_still_saved_fences_the_old_claim(  # type: ignore[no-untyped-def]
+    api, team, register_worker, cancel_leftovers
+) -> None:
+    from db.repositories import jobs
+    from db.session import unit_of_work
+
+    job_id, attempt = _running_job(api, team, register_worker, cancel_leftovers)
+    api.post(f"/v1/fine_tuning/jobs/{job_id}/pause")
+    assert api.post(f"/v1/fine_tuning/jobs/{job_id}/resume").json()["status"] == "queued"
+    assert not _owns(job_id, attempt)  # the old worker's late checkpoint is refused; the next claim resumes
+    with unit_of_work() as session:
+        assert jobs.stop_request(session, job_id, attempt) == "lost"  # and its runner stops the child
