@@ -23,6 +23,7 @@ from db.session import unit_of_work
 from worker.archive import fetch, fetch_dir, publish_dir
 from worker.dbretry import OUTAGE_PATIENCE_SECONDS, retry_db
 from worker.reporter import DatabaseReporter, trainer_checkpoints
+from worker.training.errors import TrainingError
 
 log = logging.getLogger("worker.job_process")
 
@@ -31,7 +32,6 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> dict[str, An
     """Train the job; with `attempt` (the parent's claim) every write is refused once another claim took over."""
     from worker.training.recipe import (
         TrainingCancelled,
-        TrainingError,
         TrainingPaths,
         TrainingPaused,
         run_training,
@@ -67,7 +67,7 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> dict[str, An
         except TrainingPaused as exc:
             return {"status": "paused", "step": exc.step}
         except TrainingError as exc:
-            return _failed(exc.code, str(exc), ErrorSide.USER if exc.code != "out_of_memory" else ErrorSide.SYSTEM)
+            return training_failure(exc)
         reporter.event("Publishing artifacts")
         final = result.final_metrics.model_dump(exclude_none=True) if result.final_metrics else {}
         published: list[dict[str, Any]] = []
@@ -127,6 +127,11 @@ def _forget_steps_after(job_id: str, step: int) -> None:
     dropped = retry_db(forget, f"drop the steps of job {job_id} after {step}")
     if dropped:
         log.info("dropped %d metrics events after step %d; they will be trained again", dropped, step)
+
+
+def training_failure(exc: TrainingError) -> dict[str, Any]:
+    """The outcome of a failed run: the error's own code, message and side (the user's data or the system)."""
+    return _failed(exc.code, str(exc), exc.side)
 
 
 def _failed(code: str, message: str, side: ErrorSide, param: str | None = None) -> dict[str, Any]:
