@@ -11,9 +11,10 @@ import httpx
 import pytest
 
 from tests import servers
-from tests.fixtures.tiny_model import build_tiny_llama
+from tests.fixtures.tiny_model import TOOLS_CHAT_TEMPLATE, build_tiny_llama, with_chat_template
 
 TINY_MODEL = "tiny-llama"
+TINY_TOOLS_MODEL = "tiny-llama-tools"  # the same weights; its chat template renders tools and tool calls
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +28,12 @@ def tiny_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def service_urls(data_dir: Path, tiny_model_dir: Path) -> Iterator[tuple[str, str]]:
+def tiny_tools_model_dir(tiny_model_dir: Path) -> Path:
+    return with_chat_template(tiny_model_dir, tiny_model_dir.with_name(TINY_TOOLS_MODEL), TOOLS_CHAT_TEMPLATE)
+
+
+@pytest.fixture(scope="session")
+def service_urls(data_dir: Path, tiny_model_dir: Path, tiny_tools_model_dir: Path) -> Iterator[tuple[str, str]]:
     """Point this process's settings at a fresh database and Redis db; migrate; register the tiny model."""
     from core.registry import BaseModel, register_model
     from core.settings import get_settings
@@ -48,6 +54,7 @@ def service_urls(data_dir: Path, tiny_model_dir: Path) -> Iterator[tuple[str, st
     get_settings.cache_clear()
     get_engine.cache_clear()
     register_model(data_dir / "models.toml", BaseModel(name=TINY_MODEL, path=str(tiny_model_dir)))
+    register_model(data_dir / "models.toml", BaseModel(name=TINY_TOOLS_MODEL, path=str(tiny_tools_model_dir)))
     yield db_url, redis_url
     get_engine().dispose()
     get_engine.cache_clear()

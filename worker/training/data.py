@@ -17,6 +17,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from core.chat import normalize_messages, normalize_tools
 from core.datasets import detect_format
 from core.enums import DatasetFormat
 from worker.training.errors import TrainingError
@@ -61,12 +62,14 @@ def tokenize_example(
     record: dict[str, Any], fmt: DatasetFormat, tokenizer: PreTrainedTokenizerBase
 ) -> dict[str, list[int]]:
     """One record → untruncated `input_ids` and `labels` (IGNORE_INDEX off the trained part)."""
+    tools = normalize_tools(record)
     if fmt == DatasetFormat.CHAT:
-        return _tokenize_chat(tokenizer, record["messages"], record.get("tools"), first_trainable=0)
+        return _tokenize_chat(tokenizer, normalize_messages(record["messages"]), tools, first_trainable=0)
     if fmt == DatasetFormat.PROMPT_COMPLETION:
         prompt, completion = record["prompt"], record["completion"]
         if isinstance(prompt, list) and isinstance(completion, list):  # conversational prompt-completion
-            return _tokenize_chat(tokenizer, prompt + completion, record.get("tools"), first_trainable=len(prompt))
+            messages = normalize_messages(prompt + completion)
+            return _tokenize_chat(tokenizer, messages, tools, first_trainable=len(prompt))
         return _tokenize_plain(tokenizer, str(prompt) + str(completion), loss_from=len(str(prompt)))
     return _tokenize_plain(tokenizer, str(record["text"]), loss_from=0)
 
@@ -153,7 +156,10 @@ def _assistant_spans(
     text: str,
     first_trainable: int,
 ) -> list[Span]:
-    """Character spans of the trained assistant turns in `text`, each with its end-of-turn marker."""
+    """Character spans of the trained assistant turns in `text`, each with its end-of-turn marker.
+
+    A turn with OpenAI's `weight: 0` is context, not a target: it is located (so a later turn with the same
+    words is not mistaken for it) but not trained."""
     spans: list[Span] = []
     cursor = 0
     for i, message in enumerate(messages):
@@ -163,7 +169,8 @@ def _assistant_spans(
             text, message.get("content"), cursor
         )
         if span is not None:
-            spans.append(span)
+            if message.get("weight", 1) != 0:
+                spans.append(span)
             cursor = span[1]
     return spans
 

@@ -159,3 +159,86 @@ def test_chat_data_needs_a_chat_template(tmp_path: Path, tokenizer: PreTrainedTo
         load_dataset(write_jsonl(tmp_path / "d.jsonl", rows), plain, max_seq_length=64)
 
     assert err.value.code == "invalid_dataset"
+
+
+def test_weight_0_assistant_turns_are_context_not_targets(tokenizer: PreTrainedTokenizerBase) -> None:
+    turns = [
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Lyon.", "weight": 0},
+        {"role": "user", "content": "Really?"},
+        {"role": "assistant", "content": "Paris.", "weight": 1},
+    ]
+    weighted = tokenize_example({"messages": turns}, DatasetFormat.CHAT, tokenizer)
+    unweighted = tokenize_example(
+        {"messages": [{k: v for k, v in t.items() if k != "weight"} for t in turns]}, DatasetFormat.CHAT, tokenizer
+    )
+
+    assert trained_text(tokenizer, weighted) == "Paris.<|im_end|>\n"
+    assert "Lyon." in masked_text(tokenizer, weighted)  # still in the context the model sees
+    assert weighted["input_ids"] == unweighted["input_ids"]
+    loss_tokens = [sum(label != IGNORE_INDEX for label in e["labels"]) for e in (weighted, unweighted)]
+    assert 0 < loss_tokens[0] < loss_tokens[1]
+
+
+def test_weight_0_turn_with_the_same_words_as_a_trained_one_is_still_masked(
+    tokenizer: PreTrainedTokenizerBase,
+) -> None:
+    rewriting = tokenizer.chat_template.replace(  # a template that forces the search fallback
+        "message['content']", "(message['content'] + (' [last]' if loop.last else ''))"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer.name_or_path, chat_template=rewriting)
+    turns = [
+        {"role": "user", "content": "Say it"},
+        {"role": "assistant", "content": "Paris", "weight": 0},
+        {"role": "user", "content": "Again"},
+        {"role": "assistant", "content": "Paris"},
+    ]
+
+    example = tokenize_example({"messages": turns}, DatasetFormat.CHAT, tokenizer)
+
+    assert trained_text(tokenizer, example) == "Paris"
+    assert "Paris" in masked_text(tokenizer, example)
+
+
+def test_text_content_parts_train_as_their_joined_string(tokenizer: PreTrainedTokenizerBase) -> None:
+    parts = {
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Capital of "}, {"type": "text", "text": "France?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Paris."}]},
+        ]
+    }
+    plain = {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]}
+
+    assert tokenize_example(parts, DatasetFormat.CHAT, tokenizer) == tokenize_example(
+        plain, DatasetFormat.CHAT, tokenizer
+    )
+
+
+TOOL_RECORD = {
+    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+    "messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "18C sunny"},
+        {"role": "assistant", "content": "It is 18C and sunny."},
+    ],
+}
+
+
+def test_tool_calls_and_answers_are_trained_tool_results_are_context(tiny_tools_model: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tools_model)
+
+    example = tokenize_example(TOOL_RECORD, DatasetFormat.CHAT, tokenizer)
+
+    trained = trained_text(tokenizer, example)
+    assert trained == (
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>\n<|im_end|>\n'
+        "It is 18C and sunny.<|im_end|>\n"
+    )
+    masked = masked_text(tokenizer, example)
+    assert "18C sunny" in masked and '"name": "get_weather", "parameters"' in masked  # results and schemas
