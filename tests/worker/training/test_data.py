@@ -207,7 +207,9 @@ def test_text_content_parts_train_as_their_joined_string(tokenizer: PreTrainedTo
             {"role": "assistant", "content": [{"type": "text", "text": "Paris."}]},
         ]
     }
-    plain = {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]}
+    plain = {
+        "messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]
+    }
 
     assert tokenize_example(parts, DatasetFormat.CHAT, tokenizer) == tokenize_example(
         plain, DatasetFormat.CHAT, tokenizer
