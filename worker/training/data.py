@@ -39,9 +39,9 @@ class TokenizedData:
     dropped: int  # examples left with no loss token after truncation
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The file's records, skipping blank lines; a bad line is the user's error, with its line number."""
-    records: list[dict[str, Any]] = []
+def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The file's records with their line numbers, skipping blank lines; a bad line is the user's error."""
+    records: list[tuple[int, dict[str, Any]]] = []
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -52,7 +52,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise TrainingError("invalid_dataset", f"{path.name} line {number}: not JSON ({exc.msg}).") from exc
             if not isinstance(record, dict):
                 raise TrainingError("invalid_dataset", f"{path.name} line {number}: expected a JSON object.")
-            records.append(record)
+            records.append((number, record))
     if not records:
         raise TrainingError("invalid_dataset", f"{path.name} has no examples.")
     return records
@@ -77,7 +77,7 @@ def tokenize_example(
 def load_dataset(path: Path, tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> TokenizedData:
     """Read, detect the format (from the first record), tokenize and truncate a JSONL file."""
     records = read_jsonl(path)
-    fmt = detect_format(records[0])
+    fmt = detect_format(records[0][1])
     if fmt is None:
         raise TrainingError(
             "invalid_dataset", f"{path.name}: records need 'messages', 'prompt'+'completion' or 'text'."
@@ -88,11 +88,13 @@ def load_dataset(path: Path, tokenizer: PreTrainedTokenizerBase, max_seq_length:
         )
     columns: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
     tokens = loss_tokens = truncated = dropped = 0
-    for number, record in enumerate(records, start=1):
+    for number, record in records:
         try:
             example = tokenize_example(record, fmt, tokenizer)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TrainingError("invalid_dataset", f"{path.name} example {number}: {exc!r}") from exc
+        except Exception as exc:  # noqa: BLE001 - a template's TemplateError as much as a TypeError: the line's fault
+            raise TrainingError(
+                "invalid_dataset", f"{path.name} line {number} cannot be rendered or tokenized: {exc!r}"
+            ) from exc
         if len(example["input_ids"]) > max_seq_length:
             truncated += 1
             example = {k: v[:max_seq_length] for k, v in example.items()}

@@ -244,3 +244,19 @@ def test_tool_calls_and_answers_are_trained_tool_results_are_context(tiny_tools_
     )
     masked = masked_text(tokenizer, example)
     assert "18C sunny" in masked and '"name": "get_weather", "parameters"' in masked  # results and schemas
+
+
+def test_a_line_the_template_cannot_render_is_the_users_error_with_its_line_number(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)  # its template needs content on every message
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    rows = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows + [{"messages": [{"role": "assistant", "tool_calls": [call]}]}])
+    path.write_text(path.read_text().replace("\n", "\n\n", 1))  # a blank line: line numbers are the file's
+
+    with pytest.raises(TrainingError) as err:
+        load_dataset(path, tokenizer, max_seq_length=64)
+
+    assert err.value.code == "invalid_dataset" and err.value.side == "user"
+    assert err.value.message.startswith("d.jsonl line 3 cannot be rendered or tokenized: UndefinedError(")
