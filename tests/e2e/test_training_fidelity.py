@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import TINY_MODEL, TINY_TOOLS_MODEL
+from tests.fixtures.chat_records import CHAT, PARTS, TOOLS
 
 FAST = {"quantization": {"mode": "none"}, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
 # A long, distinctive context turn: its tokens dominate its loss, so whether it was trained shows in that loss.
@@ -115,37 +116,13 @@ def test_an_epoch_has_one_step_per_batch_when_short_examples_are_packed(http: ht
 
 
 def test_text_part_content_trains(http: httpx.Client) -> None:
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": [{"type": "text", "text": "Capital "}, {"type": "text", "text": "of Fr?"}]},
-                {"role": "assistant", "content": [{"type": "text", "text": "Paris."}]},
-            ]
-        }
-    ] * 4
-    job = run_job(http, TINY_MODEL, upload(http, rows), hyperparameters={"n_epochs": 1, "batch_size": 4})
+    job = run_job(http, TINY_MODEL, upload(http, [PARTS] * 4), hyperparameters={"n_epochs": 1, "batch_size": 4})
 
     assert job["status"] == "succeeded", job["error"]
 
 
-def tool_rows() -> list[dict[str, Any]]:
-    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-    return [
-        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]},
-        {
-            "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
-            "messages": [
-                {"role": "user", "content": "Weather in Paris?"},
-                {"role": "assistant", "tool_calls": [call]},
-                {"role": "tool", "tool_call_id": "c1", "content": "18C sunny"},
-                {"role": "assistant", "content": "It is 18C and sunny."},
-            ],
-        },
-    ] * 2
-
-
 def test_tool_calling_trains_on_a_tools_template_and_is_refused_before_a_worker_otherwise(http: httpx.Client) -> None:
-    file_id = upload(http, tool_rows())
+    file_id = upload(http, [CHAT, TOOLS] * 2)
 
     refused = run_job(http, TINY_MODEL, file_id, hyperparameters={"n_epochs": 1, "batch_size": 2})
     trained = run_job(http, TINY_TOOLS_MODEL, file_id, hyperparameters={"n_epochs": 1, "batch_size": 2})

@@ -10,30 +10,17 @@ import pytest
 from transformers import AutoTokenizer
 
 from core.chat import normalize_messages, normalize_tools
+from tests.fixtures.chat_records import CHAT, PARTS
+from tests.fixtures.chat_records import TOOLS as TOOL_RECORD
 from tests.fixtures.tiny_model import CHAT_TEMPLATE, TOOLS_CHAT_TEMPLATE
 from worker.chat_template import ChatTemplate
 from worker.datacheck import check_lines
 
-CHAT = {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]}
-PARTS = {
-    "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "Capital of "}, {"type": "text", "text": "France?"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "Paris."}]},
-    ]
-}
-TOOLS = {
-    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+TOOLS = {  # the shared tool record, with a system turn and a weight-0 answer followed by a trained one
+    **TOOL_RECORD,
     "messages": [
         {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Weather in Paris?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-            ],
-        },
-        {"role": "tool", "tool_call_id": "c1", "content": "18C sunny"},
+        *TOOL_RECORD["messages"][:3],
         {"role": "assistant", "content": "18C and sunny.", "weight": 0},
         {"role": "user", "content": "Thanks"},
         {"role": "assistant", "content": "You are welcome."},

@@ -8,30 +8,10 @@ from typing import Any
 import httpx
 
 from tests.conftest import TINY_MODEL, TINY_TOOLS_MODEL
+from tests.fixtures.chat_records import CHAT, PARTS, TOOLS
 from worker.validation import validate_new_jobs
 
-CHAT = {"messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]}
-PARTS = {
-    "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "Capital of "}, {"type": "text", "text": "France?"}]},
-        {"role": "assistant", "content": [{"type": "text", "text": "Paris."}]},
-    ]
-}
-TOOLS = {
-    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
-    "parallel_tool_calls": False,
-    "messages": [
-        {"role": "user", "content": "Weather in Paris?"},
-        {
-            "role": "assistant",
-            "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-            ],
-        },
-        {"role": "tool", "tool_call_id": "c1", "content": "18C sunny"},
-        {"role": "assistant", "content": "It is 18C and sunny."},
-    ],
-}
+TOOLS_NO_PARALLEL = {**TOOLS, "parallel_tool_calls": False}
 
 
 def upload(api: httpx.Client, *records: dict[str, Any]) -> str:
@@ -58,7 +38,7 @@ def test_text_part_content_is_trainable(api: httpx.Client) -> None:
 
 
 def test_tool_calls_are_refused_on_a_template_without_tools_before_any_worker(api: httpx.Client) -> None:
-    file_id = upload(api, CHAT, TOOLS, CHAT, TOOLS)
+    file_id = upload(api, CHAT, TOOLS_NO_PARALLEL, CHAT, TOOLS)
 
     job = validated(api, TINY_MODEL, file_id)
 

@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from core.enums import DatasetFormat
+from tests.fixtures.chat_records import CHAT, PARTS, TOOLS
 from tests.worker.training.helpers import write_jsonl
 from worker.training.data import IGNORE_INDEX, load_dataset, tokenize_example
 from worker.training.errors import TrainingError
@@ -201,41 +202,15 @@ def test_weight_0_turn_with_the_same_words_as_a_trained_one_is_still_masked(
 
 
 def test_text_content_parts_train_as_their_joined_string(tokenizer: PreTrainedTokenizerBase) -> None:
-    parts = {
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": "Capital of "}, {"type": "text", "text": "France?"}]},
-            {"role": "assistant", "content": [{"type": "text", "text": "Paris."}]},
-        ]
-    }
-    plain = {
-        "messages": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."}]
-    }
-
-    assert tokenize_example(parts, DatasetFormat.CHAT, tokenizer) == tokenize_example(
-        plain, DatasetFormat.CHAT, tokenizer
+    assert tokenize_example(PARTS, DatasetFormat.CHAT, tokenizer) == tokenize_example(
+        CHAT, DatasetFormat.CHAT, tokenizer
     )
-
-
-TOOL_RECORD = {
-    "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
-    "messages": [
-        {"role": "user", "content": "Weather in Paris?"},
-        {
-            "role": "assistant",
-            "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
-            ],
-        },
-        {"role": "tool", "tool_call_id": "c1", "content": "18C sunny"},
-        {"role": "assistant", "content": "It is 18C and sunny."},
-    ],
-}
 
 
 def test_tool_calls_and_answers_are_trained_tool_results_are_context(tiny_tools_model: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_tools_model)
 
-    example = tokenize_example(TOOL_RECORD, DatasetFormat.CHAT, tokenizer)
+    example = tokenize_example(TOOLS, DatasetFormat.CHAT, tokenizer)
 
     trained = trained_text(tokenizer, example)
     assert trained == (
