@@ -44,11 +44,11 @@ test-slow: install
 	$(BIN)/python -m pytest -m slow
 
 lint: install
-	$(BIN)/ruff check core db api worker cli tests bench
+	$(BIN)/ruff check core db api worker cli devstack tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 clean:
-	$(BIN)/python -m cli.devstack down --data-dir var || true
-	$(BIN)/python -m cli.devstack down --data-dir var/test-servers || true
+	$(BIN)/python -m devstack down --data-dir var || true
+	$(BIN)/python -m devstack down --data-dir var/test-servers || true
 	rm -rf $(VENV) var

@@ -7,7 +7,8 @@ from fastapi import FastAPI
 from api.dashboard import mount_dashboard
 from api.errors import install_error_handlers
 from api.observability import ObservabilityMiddleware
-from api.routes import admin, artifacts, files, jobs, models, ops, pool, quotas, stream, webhooks
+from api.openapi import install_openapi
+from api.routes import admin, artifacts, checkpoints, files, jobs, models, ops, pool, quotas, stream, uploads, webhooks
 from core.logging import configure_logging
 from core.settings import get_settings
 
@@ -20,7 +21,7 @@ def create_app() -> FastAPI:
         configure_logging("json")
     install_error_handlers(app)
     app.add_middleware(ObservabilityMiddleware)
-    for module in (files, jobs, stream, artifacts, models, admin, webhooks, ops):
+    for module in (files, uploads, jobs, checkpoints, stream, artifacts, models, admin, webhooks, ops):
         app.include_router(module.router)
     for module in (pool, quotas):  # shared pool (issue 4)
         app.include_router(module.router)
@@ -30,4 +31,5 @@ def create_app() -> FastAPI:
         return {"status": "ok"}
 
     mount_dashboard(app)  # last: its `/` pages never shadow the API's routes
+    install_openapi(app)
     return app

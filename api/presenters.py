@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from api.schemas import (
     ArtifactPublic,
@@ -12,9 +11,14 @@ from api.schemas import (
     FileObject,
     JobError,
     JobPublic,
-    MetricPoint,
+    Method,
     Progress,
+    SupervisedMethod,
 )
+from core.naming import checkpoint_model_name
+from core.placement import GB
+from core.schemas.metrics import StepMetrics
+from core.schemas.spec import Hyperparameters, JobSpec, ResourceSpec
 from db.models import Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
 
 
@@ -36,8 +40,8 @@ def file_object(f: DatasetFile) -> FileObject:
 
 
 def job_object(job: TrainingJob) -> JobPublic:
-    spec: dict[str, Any] = job.spec
-    hyper = spec["hyperparameters"]
+    spec = JobSpec.model_validate(job.spec)
+    hyper = spec.hyperparameters
     percent = round(100.0 * job.step / job.total_steps, 1) if job.total_steps else None
     # An ETA only means something while training runs (OpenAI nulls it once the job is done).
     eta = ts(job.estimated_finish) if job.status == "running" else None
@@ -48,10 +52,11 @@ def job_object(job: TrainingJob) -> JobPublic:
         fine_tuned_model=job.fine_tuned_model,
         finished_at=ts(job.finished_at),
         hyperparameters=hyper,
-        method={"type": "supervised", "supervised": {"hyperparameters": hyper}},
+        method=Method(supervised=SupervisedMethod(hyperparameters=Hyperparameters(**hyper.model_dump()))),
         model=job.model,
         organization_id=job.team_id,
         seed=job.seed,
+        result_files=[job.result_file_id] if job.result_file_id else [],
         status=job.status,
         trained_tokens=job.trained_tokens,
         training_file=job.training_file_id,
@@ -59,13 +64,13 @@ def job_object(job: TrainingJob) -> JobPublic:
         estimated_finish=eta,
         metadata=job.job_metadata,
         suffix=job.suffix,
-        lora=spec["lora"],
-        quantization=spec["quantization"],
-        training=spec["training"],
-        artifacts=spec["artifacts"],
+        lora=spec.lora,
+        quantization=spec.quantization,
+        training=spec.training,
+        artifacts=spec.artifacts,
         priority=job.priority,
-        resources=job.resources,
-        estimated_gpu_memory_gb=round(job.memory_estimate_bytes / 1e9, 2) if job.memory_estimate_bytes else None,
+        resources=ResourceSpec.model_validate(job.resources) if job.resources else None,
+        estimated_gpu_memory_gb=round(job.memory_estimate_bytes / GB, 2) if job.memory_estimate_bytes else None,
         progress=Progress(
             step=job.step,
             total_steps=job.total_steps,
@@ -77,18 +82,21 @@ def job_object(job: TrainingJob) -> JobPublic:
 
 
 def event_object(e: JobEvent) -> EventPublic:
+    # OpenAI's event `type` is "message" or "metrics" and its `level` info/warn/error: tunepool's finer kinds
+    # (status, checkpoint, artifact) travel in `kind`, which is also the SSE event name.
     return EventPublic(
         id=f"ftevent-{e.seq}",
         created_at=int(e.created_at.timestamp()),
-        level=e.level,
+        level="warn" if e.level == "warning" else e.level,
         message=e.message,
-        data=e.data,
-        type=e.type,
+        data=e.data or {},
+        type="metrics" if e.type == "metrics" else "message",
+        kind=e.type,
     )
 
 
-def metric_point(m: JobMetric) -> MetricPoint:
-    return MetricPoint.model_validate(m, from_attributes=True)
+def metric_point(m: JobMetric) -> StepMetrics:
+    return StepMetrics.model_validate(m, from_attributes=True)
 
 
 def artifact_object(a: Artifact) -> ArtifactPublic:
@@ -105,12 +113,13 @@ def artifact_object(a: Artifact) -> ArtifactPublic:
     )
 
 
-def checkpoint_object(a: Artifact, fine_tuned_model: str | None) -> CheckpointPublic:
+def checkpoint_object(a: Artifact, fine_tuned_model: str) -> CheckpointPublic:
+    """`fine_tuned_model`: the job's model name, also before it succeeds (see sharing.model_name_of)."""
     step = a.step or 0
     return CheckpointPublic(
         id=a.id.replace("art-", "ftckpt-", 1),
         created_at=int(a.created_at.timestamp()),
-        fine_tuned_model_checkpoint=f"{fine_tuned_model or a.job_id}:ckpt-step-{step}",
+        fine_tuned_model_checkpoint=checkpoint_model_name(fine_tuned_model, step),
         fine_tuning_job_id=a.job_id,
         metrics={"step": step, **(a.metrics or {})},
         step_number=step,

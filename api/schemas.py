@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.enums import ErrorSide
+from core.schemas.metrics import StepMetrics
 from core.schemas.spec import (
     DEFAULT_ARTIFACTS,
     ArtifactName,
     Hyperparameters,
     LoraSpec,
     QuantizationSpec,
+    ResolvedHyperparameters,
+    ResourceSpec,
     TrainingSpec,
 )
 
 T = TypeVar("T")
+WorkerState = Literal["idle", "starting", "busy", "lost"]
 
 
 class ListPage(BaseModel, Generic[T]):
@@ -34,10 +39,17 @@ class FileObject(BaseModel):
     filename: str
     purpose: str
     status: Literal["uploaded", "processed", "error"] = "processed"
-    status_details: str | None = None
     format: str
     line_count: int
     sha256: str
+
+
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    has_more: bool
+    first_id: str
+    last_id: str
 
 
 class DeletedObject(BaseModel):
@@ -55,16 +67,6 @@ class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["supervised"] = "supervised"
     supervised: SupervisedMethod | None = None
-
-
-class ResourceSpec(BaseModel):
-    """What a job needs from its GPU; omitted: the memory is estimated from the model and spec."""
-
-    model_config = ConfigDict(extra="forbid")
-    min_gpu_memory_gb: float | None = Field(default=None, gt=0, le=10_000, description="Decimal GB.")
-    gpu_type: str | None = Field(
-        default=None, min_length=1, max_length=64, description='Matched within the GPU name, e.g. "A100".'
-    )
 
 
 class JobCreate(BaseModel):
@@ -107,7 +109,7 @@ class JobError(BaseModel):
     code: str
     message: str
     param: str | None = None
-    side: Literal["user", "system"] | None = None
+    side: ErrorSide | None = None
 
 
 class Progress(BaseModel):
@@ -125,8 +127,8 @@ class JobPublic(BaseModel):
     error: JobError | None
     fine_tuned_model: str | None
     finished_at: int | None
-    hyperparameters: dict[str, Any]
-    method: dict[str, Any]
+    hyperparameters: ResolvedHyperparameters
+    method: Method
     model: str
     organization_id: str
     result_files: list[str] = []
@@ -139,13 +141,13 @@ class JobPublic(BaseModel):
     integrations: list[Any] = []
     metadata: dict[str, str] | None
     suffix: str | None
-    lora: dict[str, Any]
-    quantization: dict[str, Any]
-    training: dict[str, Any]
-    artifacts: list[str]
+    lora: LoraSpec
+    quantization: QuantizationSpec
+    training: TrainingSpec
+    artifacts: list[ArtifactName]
     priority: int
     progress: Progress
-    resources: dict[str, Any] | None = None
+    resources: ResourceSpec | None = None
     estimated_gpu_memory_gb: float | None = Field(
         default=None, description="Planning estimate of peak GPU memory (model, quantisation, LoRA, batch, length)."
     )
@@ -155,10 +157,11 @@ class EventPublic(BaseModel):
     id: str
     object: Literal["fine_tuning.job.event"] = "fine_tuning.job.event"
     created_at: int
-    level: str
+    level: Literal["info", "warn", "error"]
     message: str
-    data: dict[str, Any] | None
-    type: str
+    data: dict[str, Any] = Field(default_factory=dict)  # OpenAI types it as an object, never null
+    type: Literal["message", "metrics"]
+    kind: str = Field(description="tunepool's event kind: message, metrics, status, checkpoint or artifact.")
 
 
 class CheckpointPublic(BaseModel):
@@ -185,23 +188,10 @@ class ArtifactPublic(BaseModel):
     download_url: str
 
 
-class MetricPoint(BaseModel):
-    step: int
-    total_steps: int
-    train_loss: float | None
-    grad_norm: float | None
-    learning_rate: float | None
-    epoch: float | None
-    tokens: int | None
-    tokens_per_s: float | None
-    valid_loss: float | None
-    mean_token_accuracy: float | None
-
-
 class MetricsSeries(BaseModel):
     object: Literal["fine_tuning.job.metrics"] = "fine_tuning.job.metrics"
     fine_tuning_job_id: str
-    data: list[MetricPoint]
+    data: list[StepMetrics]
 
 
 class ModelObject(BaseModel):
@@ -210,6 +200,16 @@ class ModelObject(BaseModel):
     created: int
     owned_by: str
     description: str | None = None
+    parent: str | None = Field(default=None, description="Fine-tunes: the base model they were trained from.")
+    artifacts: list[ArtifactPublic] | None = Field(
+        default=None, description="Retrieving a fine-tune or checkpoint: its downloadable archives."
+    )
+
+
+class ModelDeleted(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool = True
 
 
 class TeamPublic(BaseModel):
@@ -267,7 +267,7 @@ class PoolWorker(BaseModel):
     gpu_name: str | None
     gpu_memory_total_gb: float | None
     gpu_memory_free_gb: float | None
-    state: Literal["idle", "starting", "busy", "lost"]
+    state: WorkerState
     job: PoolJob | None
     last_heartbeat: int
     started_at: int
@@ -288,3 +288,54 @@ class PoolPublic(BaseModel):
     idle_workers: int
     busy_workers: int
     lost_workers: int
+
+
+class PermissionPublic(BaseModel):
+    """OpenAI's checkpoint permission; `project_id` is the team the model is shared with."""
+
+    id: str
+    object: Literal["checkpoint.permission"] = "checkpoint.permission"
+    created_at: int
+    project_id: str
+
+
+class PermissionDeleted(BaseModel):
+    id: str
+    object: Literal["checkpoint.permission"] = "checkpoint.permission"
+    deleted: bool = True
+
+
+class UploadCreate(BaseModel):
+    """`POST /v1/uploads`: announce a file that will arrive in parts."""
+
+    model_config = ConfigDict(extra="forbid")
+    filename: str = Field(min_length=1, max_length=512)
+    purpose: str = Field(min_length=1, max_length=32)
+    bytes: int = Field(ge=1, le=2**63 - 1, description="The file's exact size; `complete` checks it.")
+    mime_type: str = Field(min_length=1, max_length=128)
+    # No `expires_after`: files are kept until deleted, so it is refused (extra="forbid"), not ignored.
+
+
+class UploadComplete(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    part_ids: list[Annotated[str, Field(min_length=1, max_length=64)]] = Field(max_length=10_000)
+    md5: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{32}$")
+
+
+class UploadPublic(BaseModel):
+    id: str
+    object: Literal["upload"] = "upload"
+    created_at: int
+    filename: str
+    bytes: int
+    purpose: str
+    status: Literal["pending", "completed", "cancelled", "expired"]
+    expires_at: int
+    file: FileObject | None = None
+
+
+class UploadPartPublic(BaseModel):
+    id: str
+    object: Literal["upload.part"] = "upload.part"
+    created_at: int
+    upload_id: str

@@ -7,7 +7,7 @@ median ~SEQ·0.15 ≈ 300 of 2048, capped at SEQ), (c) short prompt/completion p
     hand       plain TRL, batch 8, no checkpointing, Liger when installed (BASELINE.md run E)
     tunepool   worker.training.run_training with batch_size=8 (examples per step) and nothing else tuned
     tunepool-min  the same with training.memory_mode="min"
-    NAME+ENV=VALUE[+ENV=VALUE]  a tunepool variant with kernel switches, e.g. tunepool+TUNEPOOL_LIGER=0
+    NAME+ENV=VALUE[+ENV=VALUE]  a tunepool variant with the worker's training settings, e.g. tunepool+TUNEPOOL_LIGER=0
 
 Every run gets the same tokenised examples (tunepool's own tokenisation, so the loss masks match) and counts
 real (non-padding) tokens: TRL's `num_tokens`. Steady-state tokens/s skips the first --warmup steps.
@@ -19,6 +19,7 @@ real (non-padding) tokens: TRL's `num_tokens`. Steady-state tokens/s skips the f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -36,6 +37,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 import torch  # noqa: E402
 from gpu_worker_check import build_model  # noqa: E402  (the 8B / tiny random-weight Llama builder)
+
+from core.settings import Settings  # noqa: E402
+from worker.training.interfaces import TrainingOptions  # noqa: E402
 
 CUDA = torch.cuda.is_available()
 CHAT_TEMPLATE = (  # role markers are plain vocabulary words of the benchmark's word-level tokenizer
@@ -163,9 +167,10 @@ def run_plain_trl(name: str, model_dir: Path, dataset: Any, seq: int, steps: int
 
 
 def run_tunepool(name: str, model_dir: Path, data: Path, seq: int, steps: int, out: Path) -> dict[str, Any]:
-    """worker.training.run_training with the user's batch size only (plus any env switches in the name)."""
+    """worker.training.run_training with the user's batch size only (plus any settings switches in the name)."""
     from core.schemas.spec import JobSpec, ResolvedHyperparameters
-    from worker.training import TrainingPaths, run_training
+    from worker.training.interfaces import TrainingPaths
+    from worker.training.recipe import run_training
 
     times: list[tuple[float, int]] = []
     events: list[tuple[str, dict[str, Any] | None]] = []
@@ -203,19 +208,24 @@ def run_tunepool(name: str, model_dir: Path, data: Path, seq: int, steps: int, o
         training=training,
         artifacts=["adapter"],
     )
-    switches = dict(part.split("=", 1) for part in name.split("+")[1:])
-    saved = {k: os.environ.get(k) for k in switches}
-    os.environ.update(switches)
-    try:
-        result = run_training(spec, TrainingPaths(model_dir, data, None, out), Recorder(), device="auto")
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    options = training_options(name, default_cache=model_dir.parent / "data-cache")
+    paths = TrainingPaths(model_dir, data, None, out)
+    result = run_training(spec, paths, Recorder(), device="auto", options=options)
     return {
         "batching": result.batching,
         "tokens_per_s_series": times,
         "oom_events": [m for m, _ in events if m.startswith("Out of memory")],
     }
+
+
+def training_options(name: str, default_cache: Path) -> TrainingOptions:
+    """The worker's TrainingOptions from its settings, with the variant's TUNEPOOL_X=V switches (`name`) over them."""
+    switches = dict(part.split("=", 1) for part in name.split("+")[1:])
+    settings = Settings(**{key.removeprefix("TUNEPOOL_").lower(): value for key, value in switches.items()})
+    options = TrainingOptions.from_settings(settings)
+    if settings.data_cache_dir is None:  # a cache shared by the bench's runs, kept between invocations
+        options = dataclasses.replace(options, data_cache_dir=default_cache)
+    return options
 
 
 def main() -> None:
@@ -234,7 +244,6 @@ def main() -> None:
     a = p.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TUNEPOOL_DATA_CACHE_DIR", str(work / "data-cache"))
     model_dir = work / ("base_tiny" if a.tiny else "base_8b")
     if a.one:
         dataset, system = a.one.split(":", 1)

@@ -22,49 +22,50 @@ def jobs_create(
     epochs: int | None = None,
     batch_size: int | None = None,
     lr_multiplier: float | None = None,
-    r: int = 16,
-    alpha: float = 32,
-    dropout: float = 0.05,
-    target_modules: str = "all-linear",
-    quantization: str = "nf4",
-    max_seq_length: int = 2048,
+    r: Annotated[int | None, typer.Option(help="LoRA rank.")] = None,
+    alpha: Annotated[float | None, typer.Option(help="LoRA scaling alpha.")] = None,
+    dropout: Annotated[float | None, typer.Option(help="LoRA dropout.")] = None,
+    target_modules: Annotated[
+        str | None, typer.Option(help='"attention", "all-linear" or module names, comma-separated.')
+    ] = None,
+    quantization: Annotated[str | None, typer.Option(help="nf4, fp4 or none.")] = None,
+    max_seq_length: int | None = None,
     max_steps: int | None = None,
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (default: every 10%).")] = None,
-    artifacts: str = "adapter,merged",
+    artifacts: Annotated[str | None, typer.Option(help="adapter and/or merged, comma-separated.")] = None,
     suffix: str | None = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """Create a fine-tuning job (QLoRA NF4 by default)."""
-    hyper = {
-        k: v
-        for k, v in (("n_epochs", epochs), ("batch_size", batch_size), ("learning_rate_multiplier", lr_multiplier))
-        if v is not None
-    }
-    modules: str | list[str] = (
-        target_modules if target_modules in ("attention", "all-linear") else target_modules.split(",")
-    )
-    training: dict[str, Any] = {"max_seq_length": max_seq_length}
-    for key, value in (("max_steps", max_steps), ("eval_every_steps", eval_every), ("save_every_steps", save_every)):
-        if value is not None:
-            training[key] = value
-    body = {
+    """Create a fine-tuning job (QLoRA NF4 by default); an option left out takes the server's default."""
+    modules: str | list[str] | None = target_modules
+    if target_modules and target_modules not in ("attention", "all-linear"):
+        modules = target_modules.split(",")
+    body: dict[str, Any] = {
         "model": model,
         "training_file": file,
         "validation_file": validation_file,
-        "hyperparameters": hyper,
+        "hyperparameters": _given(n_epochs=epochs, batch_size=batch_size, learning_rate_multiplier=lr_multiplier),
         "suffix": suffix,
-        "lora": {"r": r, "alpha": alpha, "dropout": dropout, "target_modules": modules},
-        "quantization": {"mode": quantization},
-        "training": training,
-        "artifacts": artifacts.split(","),
+        "lora": _given(r=r, alpha=alpha, dropout=dropout, target_modules=modules),
+        "quantization": _given(mode=quantization),
+        "training": _given(
+            max_seq_length=max_seq_length, max_steps=max_steps, eval_every_steps=eval_every, save_every_steps=save_every
+        ),
     }
+    if artifacts is not None:
+        body["artifacts"] = artifacts.split(",")
     with connect() as client:
         job = check(client.post("/fine_tuning/jobs", json=body))
     if json_out:
         emit(job, True)
     else:
         console.print(f"[green]✓[/] {job['id']} {job['status']}  (follow it: tunepool jobs follow {job['id']})")
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """Only the options the user set: the server's spec holds every default, the CLI repeats none."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 @jobs_app.command("list")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cli import devstack, processes
+from cli import processes
 
 console = Console()
 SMOLLM2 = "SmolLM2-135M-Instruct"
@@ -23,6 +23,10 @@ def ensure_servers(data_dir: Path, pg_port: int, redis_port: int) -> tuple[str, 
     from core.settings import get_settings
 
     settings = get_settings()
+    if settings.database_url and settings.redis_url:
+        return settings.database_url, settings.redis_url
+    import devstack  # dev servers only when one is missing: the Docker images do not ship devstack/
+
     db_url = settings.database_url or devstack.ensure_postgres(data_dir, port=pg_port).url
     redis_url = settings.redis_url or devstack.ensure_redis(data_dir, port=redis_port).url
     return db_url, redis_url

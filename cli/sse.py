@@ -20,7 +20,7 @@ class SseEvent:
 def iter_sse(response: httpx.Response) -> Iterator[SseEvent]:
     """Parse `id:`/`event:`/`data:` frames; comments (`: ping`) are skipped."""
     event_id: int | None = None
-    name, data = "message", []
+    name, data = "message", list[str]()
     for line in response.iter_lines():
         if not line:
             if data:

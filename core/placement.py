@@ -10,7 +10,8 @@ import struct
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+
+from core.schemas.spec import ResourceSpec
 
 GB = 1_000_000_000  # decimal, as GPUs are sold: an "80GB" H100 reports 81559 MiB ≈ 85.5 GB
 CUDA_OVERHEAD_BYTES = 1 * GB  # CUDA context, cuBLAS workspaces, allocator slack
@@ -136,9 +137,9 @@ def estimate_memory_bytes(
     return int((weights + adapter + activations + logits) * FRAGMENTATION + CUDA_OVERHEAD_BYTES)
 
 
-def requirement_of(resources: dict[str, Any] | None, estimate_bytes: int | None) -> Requirement:
+def requirement_of(resources: ResourceSpec | None, estimate_bytes: int | None) -> Requirement:
     """A job's requirement: the stated `resources` win; otherwise the memory estimate, on any device."""
-    resources = resources or {}
-    min_gb, gpu_type = resources.get("min_gpu_memory_gb"), resources.get("gpu_type")
-    memory = int(float(min_gb) * GB) if min_gb is not None else estimate_bytes
-    return Requirement(memory, str(gpu_type) if gpu_type else None, explicit=min_gb is not None or bool(gpu_type))
+    resources = resources or ResourceSpec()
+    min_gb, gpu_type = resources.min_gpu_memory_gb, resources.gpu_type
+    memory = int(min_gb * GB) if min_gb is not None else estimate_bytes
+    return Requirement(memory, gpu_type, explicit=min_gb is not None or bool(gpu_type))

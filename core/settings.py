@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LigerSwitch = Literal["auto", "0", "1"]
 
 
 class Settings(BaseSettings):
@@ -38,6 +41,12 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Largest accepted upload.")
     max_upload_line_bytes: int = Field(default=8 * 1024 * 1024, ge=1, description="Largest JSONL line.")
+    max_upload_part_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1, description="Largest part of a resumable upload (POST /v1/uploads)."
+    )
+    upload_expiry_seconds: float = Field(
+        default=3600.0, gt=0, description="A resumable upload not completed in this time expires; its parts go."
+    )
 
     worker_id: str = Field(default="", description="Stable worker name; default host-pid.")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="Worker heartbeat period.")
@@ -71,6 +80,33 @@ class Settings(BaseSettings):
     )
     queue_name: str = Field(default="gpu", pattern=r"^[A-Za-z0-9_.-]+$", description="Celery queue of GPU work.")
 
+    # Training switches: the worker passes them to the recipe (worker/training/interfaces.TrainingOptions);
+    # bench/throughput.py compares them on one GPU.
+    data_cache_dir: Path | None = Field(
+        default=None, description="Tokenised-dataset cache shared by a worker's jobs (default work_dir/.data-cache)."
+    )
+    memory_budget_gib: float | None = Field(
+        default=None, gt=0, description="GiB a batch plan may fill, instead of the measured free memory (shared GPUs)."
+    )
+    attention: str = Field(
+        default="sdpa", description="Attention: sdpa, eager, or flash_attention_2 (used only if flash_attn imports)."
+    )
+    liger: LigerSwitch = Field(
+        default="auto", description="Liger kernels: auto (on where they import and pass their probe), 0 or 1."
+    )
+    tf32: bool = Field(default=True, description="TF32 for the float32 matmuls left, on Ampere and newer GPUs.")
+    optim: str = Field(
+        default="", description="A TrainingArguments optim name overriding the recipe's choice; empty: the recipe's."
+    )
+    offload: bool = Field(
+        default=True, description='Offload checkpointed activations to host memory in memory_mode "min".'
+    )
+    inject_oom_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        description="Every training forward of more than N tokens raises a real OutOfMemoryError (tests, drills).",
+    )
+
     # Deploy and operate (issue 7): object store, logs, webhooks.
     storage_url: str = Field(
         default="", description="Artifact store URL: file:///dir or s3://bucket/prefix (default: storage_dir)."
@@ -100,6 +136,12 @@ class Settings(BaseSettings):
         if secret and len(secret) < 32:
             raise ValueError("session_secret must be at least 32 characters (or unset to generate one)")
         return secret
+
+    @field_validator("attention", "liger", mode="before")
+    @classmethod
+    def _switch_spelling(cls, value: object) -> object:
+        # Switches are compared lowercase, as they were when read from the environment by hand.
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod

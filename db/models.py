@@ -84,6 +84,10 @@ class TrainingJob(Base):
     status: Mapped[str] = mapped_column(String(32), index=True)
     error: Mapped[dict[str, Any] | None]
     fine_tuned_model: Mapped[str | None] = mapped_column(String(512))
+    # Set by DELETE /v1/models/{id}: the model and its artifacts are gone; the job keeps its history.
+    model_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # OpenAI's result file (per-step metrics CSV), filed when the job succeeds.
+    result_file_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_file.id", ondelete="SET NULL"))
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger)
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int | None] = mapped_column(Integer)
@@ -263,3 +267,49 @@ class IdempotencyKey(Base):
     request_hash: Mapped[str] = mapped_column(String(64))  # sha256 of what makes two requests the same
     resource_id: Mapped[str | None] = mapped_column(String(64))  # set in the same transaction as the object
     created_at: Mapped[datetime] = _now()
+
+
+class Upload(Base):
+    """An OpenAI resumable upload: parts arrive separately; `complete` assembles, validates and files them."""
+
+    __tablename__ = "upload"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    team_id: Mapped[str] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(512))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger)  # what the client announced; `complete` checks it
+    mime_type: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))  # pending | completed | cancelled | expired
+    file_id: Mapped[str | None] = mapped_column(ForeignKey("dataset_file.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_upload_pending_expiry", "expires_at", postgresql_where=text("status = 'pending'")),)
+
+
+class UploadPart(Base):
+    """One chunk of an upload, stored as its own object until the upload completes or goes away."""
+
+    __tablename__ = "upload_part"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("upload.id", ondelete="CASCADE"), index=True)
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    storage_key: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = _now()
+
+
+class ModelPermission(Base):
+    """A fine-tune or one of its checkpoints shared with another team (OpenAI's checkpoint permission)."""
+
+    __tablename__ = "model_permission"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("training_job.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int | None] = mapped_column(Integer)  # None: the fine-tune itself; else that checkpoint
+    model_name: Mapped[str] = mapped_column(String(600))
+    grantee_team_id: Mapped[str] = mapped_column(ForeignKey("team.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index("ux_model_permission_grant", "model_name", "grantee_team_id", unique=True),)

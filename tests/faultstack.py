@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import redis
 
-from cli import devstack, processes
+import devstack
+from cli import processes
 from tests import servers
 
 if TYPE_CHECKING:

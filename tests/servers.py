@@ -31,7 +31,7 @@ def _plain(url: str) -> str:
 
 def admin_postgres_url() -> str:
     """A URL to a maintenance database on a running server, starting an embedded one if needed."""
-    from cli import devstack
+    import devstack
 
     url = os.environ.get("TUNEPOOL_TEST_DATABASE_URL", DEFAULT_PG)
     if devstack.postgres_reachable(url):
@@ -40,7 +40,7 @@ def admin_postgres_url() -> str:
 
 
 def redis_base_url() -> str:
-    from cli import devstack
+    import devstack
 
     url = os.environ.get("TUNEPOOL_TEST_REDIS_URL", DEFAULT_REDIS)
     if devstack.redis_reachable(url):

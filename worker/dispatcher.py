@@ -16,12 +16,14 @@ from core import scheduling
 from core.enums import JobStatus
 from core.logging import configure_logging
 from core.placement import Slot, requirement_of
+from core.schemas.spec import ResourceSpec
 from core.settings import get_settings
+from core.storage import configured_store
 from core.tasks import RUN_JOB_TASK, dispatch_doorbell, gpu_queue, worker_queue
 from db.models import TeamQuota
 from db.repositories import jobs, quotas, usage, workers
 from db.session import unit_of_work
-from worker import dbretry, reaper
+from worker import dbretry, reaper, uploads_sweeper
 from worker import webhooks as webhooks_sender
 from worker.validation import validate_new_jobs
 
@@ -58,7 +60,9 @@ def dispatch(send: Sender) -> list[str]:
                     j.team_id,
                     j.priority,
                     j.created_at.timestamp(),
-                    requirement_of(j.resources, j.memory_estimate_bytes),
+                    requirement_of(
+                        ResourceSpec.model_validate(j.resources) if j.resources else None, j.memory_estimate_bytes
+                    ),
                 )
                 for j in candidates
                 if j.team_id not in spent
@@ -107,6 +111,7 @@ def run_forever() -> None:
     settings.require_servers()
     bell = redis.Redis.from_url(settings.redis_url)
     send = Sender()
+    store = configured_store(settings)
     webhooks_sender.start_thread()  # signed webhook deliveries from the outbox, beside dispatching
     log.info("dispatcher running")
     # Workers cannot beat while Postgres is down (or before we watched them): judge silence only after seeing
@@ -120,6 +125,7 @@ def run_forever() -> None:
             sent = dispatch(send)
             if sent:
                 log.info("dispatched %s", sent)
+            uploads_sweeper.expire_uploads(store)
         except Exception as exc:
             if dbretry.is_outage(exc):  # expected while Postgres restarts: one line, not a traceback a second
                 log.warning("database unreachable (%s); retrying", type(exc).__name__)

@@ -5,12 +5,10 @@ It writes WORKDIR/result.json; the parent (worker.runner) records the outcome fr
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 from core.enums import ArtifactKind, ErrorSide
 from core.registry import load_registry
@@ -22,20 +20,17 @@ from db.repositories import files, jobs, metrics
 from db.session import unit_of_work
 from worker.archive import fetch, fetch_dir, publish_dir
 from worker.dbretry import OUTAGE_PATIENCE_SECONDS, retry_db
+from worker.outcome import JobOutcome, PublishedArtifact
 from worker.reporter import DatabaseReporter, trainer_checkpoints
-from worker.training.errors import TrainingError
+from worker.training.errors import TrainingCancelled, TrainingError, TrainingPaused
+from worker.training.interfaces import TrainingOptions, TrainingPaths
 
 log = logging.getLogger("worker.job_process")
 
 
-def main(job_id: str, workdir: Path, attempt: int | None = None) -> dict[str, Any]:
+def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
     """Train the job; with `attempt` (the parent's claim) every write is refused once another claim took over."""
-    from worker.training.recipe import (
-        TrainingCancelled,
-        TrainingPaths,
-        TrainingPaused,
-        run_training,
-    )
+    from worker.training.recipe import run_training  # the training stack loads in this child only
 
     settings = get_settings()
     store = configured_store(settings)
@@ -47,7 +42,7 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> dict[str, An
     try:
         model = load_registry(settings.resolved_model_registry).get(model_name)
         if model is None:
-            return _failed(
+            return JobOutcome.failed(
                 "model_not_found", f"model {model_name!r} is no longer in the registry", ErrorSide.USER, "model"
             )
         assert train is not None
@@ -61,30 +56,33 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> dict[str, An
         if not checkpoints:  # lost before its first checkpoint: every step trains again
             _forget_steps_after(job_id, 0)
         try:
-            result = run_training(spec, paths, reporter, device=settings.device)
+            options = TrainingOptions.from_settings(settings)
+            result = run_training(spec, paths, reporter, device=settings.device, options=options)
         except TrainingCancelled:
-            return {"status": "cancelled"}
+            return JobOutcome(status="cancelled")
         except TrainingPaused as exc:
-            return {"status": "paused", "step": exc.step}
+            return JobOutcome(status="paused", step=exc.step)
         except TrainingError as exc:
             return training_failure(exc)
         reporter.event("Publishing artifacts")
         final = result.final_metrics.model_dump(exclude_none=True) if result.final_metrics else {}
-        published: list[dict[str, Any]] = []
+        published: list[PublishedArtifact] = []
         try:
             # Always stored: the adapter is the final checkpoint even when only `merged` was asked for.
             adapter = publish_dir(store, result.adapter_dir, f"artifacts/{team_id}/{job_id}/adapter.tar", "adapter.tar")
             if "adapter" in spec.artifacts:
-                published.append({**adapter, "kind": ArtifactKind.ADAPTER.value, "metrics": final})
-            published.append({**adapter, "kind": ArtifactKind.CHECKPOINT.value, "step": result.steps, "metrics": final})
+                published.append(PublishedArtifact(**adapter, kind=ArtifactKind.ADAPTER, metrics=final))
+            published.append(
+                PublishedArtifact(**adapter, kind=ArtifactKind.CHECKPOINT, step=result.steps, metrics=final)
+            )
             if result.merged_dir is not None:
                 merged = publish_dir(store, result.merged_dir, f"artifacts/{team_id}/{job_id}/merged.tar", "merged.tar")
-                published.append({**merged, "kind": ArtifactKind.MERGED.value, "metrics": final})
+                published.append(PublishedArtifact(**merged, kind=ArtifactKind.MERGED, metrics=final))
         except (OSError, StorageError) as exc:
             for a in published:
-                store.delete(a["storage_key"])
-            return _failed("storage_error", f"could not publish artifacts: {exc}", ErrorSide.SYSTEM)
-        return {"status": "succeeded", "artifacts": published, "trained_tokens": result.trained_tokens}
+                store.delete(a.storage_key)
+            return JobOutcome.failed("storage_error", f"could not publish artifacts: {exc}", ErrorSide.SYSTEM)
+        return JobOutcome(status="succeeded", artifacts=published, trained_tokens=result.trained_tokens)
     finally:
         # Steps logged while the database was unreachable wait in memory: write them before the parent records the
         # outcome (after which this claim's writes are refused) and before this process exits with them.
@@ -129,16 +127,9 @@ def _forget_steps_after(job_id: str, step: int) -> None:
         log.info("dropped %d metrics events after step %d; they will be trained again", dropped, step)
 
 
-def training_failure(exc: TrainingError) -> dict[str, Any]:
+def training_failure(exc: TrainingError) -> JobOutcome:
     """The outcome of a failed run: the error's own code, message and side (the user's data or the system)."""
-    return _failed(exc.code, str(exc), exc.side)
-
-
-def _failed(code: str, message: str, side: ErrorSide, param: str | None = None) -> dict[str, Any]:
-    return {
-        "status": "failed",
-        "error": {"code": code, "message": message, "param": param, "side": side.value},
-    }
+    return JobOutcome.failed(exc.code, str(exc), exc.side)
 
 
 if __name__ == "__main__":
@@ -149,5 +140,5 @@ if __name__ == "__main__":
         outcome = main(job, work, claim)
     except Exception as exc:  # anything unexpected is the system's fault, recorded rather than lost
         log.exception("training failed")
-        outcome = _failed("internal_error", f"{type(exc).__name__}: {exc}", ErrorSide.SYSTEM)
-    (work / "result.json").write_text(json.dumps(outcome))
+        outcome = JobOutcome.failed("internal_error", f"{type(exc).__name__}: {exc}", ErrorSide.SYSTEM)
+    (work / "result.json").write_text(outcome.model_dump_json())

@@ -6,7 +6,6 @@ Training runs in a child so that a crash, an OOM or a cancel kill leaves this wo
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import os
 import signal
@@ -14,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func
 from sqlalchemy.orm import Session
@@ -22,12 +21,16 @@ from sqlalchemy.orm import Session
 from core.enums import ErrorSide, JobStatus
 from core.ids import new_id
 from core.logging import log_context
+from core.naming import fine_tuned_model_name
 from core.settings import get_settings
+from core.storage import configured_store
 from db import doorbell
 from db.models import Artifact
 from db.repositories import artifacts, events, jobs, teams, webhooks, workers
 from db.session import unit_of_work
+from worker import results
 from worker.dbretry import retry_db
+from worker.outcome import JobOutcome
 
 log = logging.getLogger(__name__)
 CANCEL_POLL_SECONDS = 1.0
@@ -63,7 +66,7 @@ def _clear_current_job(worker_id: str) -> None:
         workers.set_current_job(session, worker_id, None)
 
 
-def _train_in_child(job_id: str, attempt: int) -> dict[str, Any]:
+def _train_in_child(job_id: str, attempt: int) -> JobOutcome:
     workdir = get_settings().resolved_work_dir / job_id
     workdir.mkdir(parents=True, exist_ok=True)
     result_path = workdir / "result.json"
@@ -76,9 +79,9 @@ def _train_in_child(job_id: str, attempt: int) -> dict[str, Any]:
         )
         stopped = _wait(child, job_id, attempt)
     if stopped:
-        return {"status": stopped}
+        return JobOutcome(status=stopped)
     if result_path.is_file():
-        return dict(json.loads(result_path.read_text()))
+        return JobOutcome.model_validate_json(result_path.read_text())
     return _crash_outcome(child.returncode, log_path)
 
 
@@ -88,7 +91,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _wait(child: subprocess.Popen[bytes], job_id: str, attempt: int) -> str | None:
+def _wait(child: subprocess.Popen[bytes], job_id: str, attempt: int) -> Literal["cancelled", "lost"] | None:
     """Wait for the child; "cancelled" when the user cancelled, "lost" when the job was given to another worker."""
     while child.poll() is None:
         time.sleep(CANCEL_POLL_SECONDS)
@@ -115,7 +118,7 @@ def _terminate(child: subprocess.Popen[bytes]) -> None:
         child.wait()
 
 
-def _crash_outcome(returncode: int, log_path: Path) -> dict[str, Any]:
+def _crash_outcome(returncode: int, log_path: Path) -> JobOutcome:
     tail = log_path.read_text(errors="replace")[-2000:] if log_path.is_file() else ""
     if returncode == -signal.SIGKILL:
         message = "the training process was killed (likely out of host memory)"
@@ -124,21 +127,18 @@ def _crash_outcome(returncode: int, log_path: Path) -> dict[str, Any]:
         message = f"the training process exited with code {returncode}"
         code = "worker_error"
     log.error("job child failed: %s\n%s", message, tail)
-    return {
-        "status": "failed",
-        "error": {"code": code, "message": message, "param": None, "side": ErrorSide.SYSTEM},
-    }
+    return JobOutcome.failed(code, message, ErrorSide.SYSTEM)
 
 
-def finish_job(job_id: str, outcome: dict[str, Any], attempt: int | None = None) -> None:
+def finish_job(job_id: str, outcome: JobOutcome, attempt: int | None = None) -> None:
     """Record the outcome in one transaction: artifact rows and `succeeded` land together or not at all.
 
     With `attempt`, only while that claim still runs the job: a worker presumed lost records nothing."""
-    status = outcome["status"]
+    status = outcome.status
     if status == "lost":
         return
     with unit_of_work() as session:
-        if status == JobStatus.SUCCEEDED:
+        if status == "succeeded":
             job = jobs.get_job_by_id(session, job_id)
             assert job is not None
             team = teams.get_team(session, job.team_id)
@@ -150,15 +150,14 @@ def finish_job(job_id: str, outcome: dict[str, Any], attempt: int | None = None)
                 JobStatus.SUCCEEDED,
                 attempt=attempt,
                 fine_tuned_model=name,
-                trained_tokens=outcome.get("trained_tokens"),
+                trained_tokens=outcome.trained_tokens,
                 finished_at=func.now(),
             )
             if done is None:  # cancelled or re-queued meanwhile: this run's result is not the job's
                 return
-            for a in outcome["artifacts"]:
-                art = artifacts.add_artifact(
-                    session, Artifact(id=new_id("art"), job_id=job_id, team_id=job.team_id, **a)
-                )
+            for a in outcome.artifacts:
+                row = Artifact(id=new_id("art"), job_id=job_id, team_id=job.team_id, **a.model_dump(mode="json"))
+                art = artifacts.add_artifact(session, row)
                 events.add_event(
                     session,
                     job_id,
@@ -166,24 +165,28 @@ def finish_job(job_id: str, outcome: dict[str, Any], attempt: int | None = None)
                     type="artifact",
                     data={"artifact_id": art.id, "kind": art.kind, "step": art.step, "bytes": art.bytes},
                 )
+            result_file = results.publish_result_file(session, configured_store(get_settings()), job)
+            if result_file is not None:
+                jobs.update_job(session, job_id, result_file_id=result_file)
             events.add_event(session, job_id, f"New fine-tuned model created: {name}")
             events.add_event(session, job_id, "The job has successfully completed")
             webhooks.record_job_event(session, job.team_id, job_id, JobStatus.SUCCEEDED)  # outbox, same commit
-        elif status == JobStatus.PAUSED:
+        elif status == "paused":
             if jobs.transition(
                 session, job_id, [JobStatus.RUNNING], JobStatus.PAUSED, attempt=attempt, pause_requested=False
             ):
                 events.add_event(
-                    session, job_id, f"Job paused at step {outcome.get('step')}; resume continues from there"
+                    session, job_id, f"Job paused at step {outcome.step}; resume continues from there"
                 )
-        elif status == JobStatus.CANCELLED:
+        elif status == "cancelled":
             done = jobs.transition(
                 session, job_id, [JobStatus.RUNNING], JobStatus.CANCELLED, attempt=attempt, finished_at=func.now()
             )
             if done is not None:  # the status event says "Job cancelled"
                 webhooks.record_job_event(session, done.team_id, job_id, JobStatus.CANCELLED)
         else:
-            fail_running_job(session, job_id, outcome["error"], attempt=attempt)
+            assert outcome.error is not None  # JobOutcome refuses a failure without one
+            fail_running_job(session, job_id, outcome.error.model_dump(mode="json"), attempt=attempt)
 
 
 def fail_running_job(
@@ -204,7 +207,3 @@ def fail_running_job(
         webhooks.record_job_event(session, done.team_id, job_id, JobStatus.FAILED)
         events.add_event(session, job_id, f"Job failed: {error['message']}", level="error", data={"error": error})
 
-
-def fine_tuned_model_name(model: str, team: str, suffix: str | None, job_id: str) -> str:
-    """OpenAI's naming: ft:<base>:<org>:<suffix>:<id>."""
-    return f"ft:{model}:{team}:{suffix or ''}:{job_id.removeprefix('ftjob-')}"

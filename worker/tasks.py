@@ -9,18 +9,22 @@ from worker import heartbeat, runner
 from worker.celery_app import app
 
 
-@app.task(name=RUN_JOB_TASK, ignore_result=True)
 def run_job(job_id: str) -> None:
     """Claim the job (a no-op if another delivery already did) and train it in a child process."""
     runner.run_job(job_id, heartbeat.worker_id())
 
 
-@worker_ready.connect
 def _start_heartbeat(sender: object, **_: object) -> None:
     heartbeat.consume_own_queue(sender)  # before registering: the dispatcher sends to it once we are idle
     heartbeat.start()
 
 
-@worker_shutdown.connect
 def _stop_heartbeat(**_: object) -> None:
     heartbeat.stop()
+
+
+# Registered by calls rather than decorators: Celery has no type hints, and its untyped decorators would leave
+# these functions untyped to mypy.
+app.task(name=RUN_JOB_TASK, ignore_result=True)(run_job)
+worker_ready.connect(_start_heartbeat)
+worker_shutdown.connect(_stop_heartbeat)

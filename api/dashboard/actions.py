@@ -16,8 +16,8 @@ from api.schemas import JobCreate
 from api.services import artifacts as artifacts_service
 from api.services import files as files_service
 from api.services import jobs as jobs_service
+from api.services import stream as stream_service
 from api.uploads import MultipartUpload
-from core.errors import NotFound
 from db import doorbell
 from db.repositories import events, metrics
 
@@ -61,14 +61,11 @@ def live(job_id: str, session: SessionDep, browser: Browser, after_seq: int = 0)
 def stream(job_id: str, request: Request, session: SessionDep, browser: Browser) -> Response:
     """The job's SSE stream (the same service as /v1/.../events/stream) for the cookie-signed-in page."""
     job = jobs_service.get_job(session, browser.team, job_id)  # 404 for another team's job
-    open_stream = views.optional_service("api.services.stream", "stream_job")
-    if open_stream is None:
-        raise NotFound("the event stream is not available on this server; poll live.json")
     session.close()  # the stream may last hours: return the pooled connection now
     last = request.headers.get("last-event-id") or request.query_params.get("after") or ""
     after = int(last.removeprefix("ftevent-")) if last.removeprefix("ftevent-").isdigit() else 0
     return StreamingResponse(
-        open_stream(job.id, after),
+        stream_service.stream_job(job.id, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -120,8 +120,8 @@ def job_action(job_id: str, action: str, session: SessionDep, browser: FormWrite
     """Cancel, pause or resume from the job page's buttons; refusals come back as a notice."""
     handlers = {
         "cancel": jobs_service.cancel_job,
-        "pause": views.pause_service(),
-        "resume": views.resume_service(),
+        "pause": jobs_service.pause_job,
+        "resume": jobs_service.resume_job,
     }
     handler = handlers.get(action)
     if handler is None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -14,11 +11,14 @@ from api.schemas import JobPublic
 from api.services import files as files_service
 from api.services import jobs as jobs_service
 from api.services import models as models_service
+from api.services import pool as pool_service
+from api.services import quotas as quotas_service
+from api.services import sharing
 from core.enums import ArtifactKind, JobStatus
 from core.schemas.spec import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, LoraSpec, QuantizationSpec, TrainingSpec
 from core.settings import Settings
 from db.models import JobMetric, Team
-from db.repositories import artifacts, events, metrics, workers
+from db.repositories import artifacts, events, metrics
 
 PAGE_SIZE = 20
 EVENTS_SHOWN = 100
@@ -26,24 +26,6 @@ CHART_FIELDS = ("step", "total_steps", "train_loss", "valid_loss", "grad_norm", 
 STATUSES = [s.value for s in JobStatus]
 # The status filter walks the team's jobs newest first; this bounds the walk for one page.
 _FILTER_SCAN_LIMIT = 5000
-
-
-def optional_service(module: str, name: str) -> Callable[..., Any] | None:
-    """A service function that a later feature adds (pause, pool, quotas); None until it exists."""
-    try:
-        found = importlib.import_module(module)
-    except ImportError:
-        return None
-    fn = getattr(found, name, None)
-    return fn if callable(fn) else None
-
-
-def pause_service() -> Callable[..., Any] | None:
-    return optional_service("api.services.jobs", "pause_job")
-
-
-def resume_service() -> Callable[..., Any] | None:
-    return optional_service("api.services.jobs", "resume_job")
 
 
 def jobs_page(
@@ -73,6 +55,7 @@ def job_page(session: Session, team: Team, job_id: str) -> dict[str, Any]:
     """The job, its spec, metric series, latest events, checkpoints and artifacts (404 for others' jobs)."""
     job = jobs_service.get_job(session, team, job_id)
     rows = artifacts.list_artifacts(session, job.id)
+    model_name = sharing.model_name_of(session, job)
     status = JobStatus(job.status)
     last_event = events.list_events(session, job.id, limit=1)
     return {
@@ -82,13 +65,13 @@ def job_page(session: Session, team: Team, job_id: str) -> dict[str, Any]:
         "events": [presenters.event_object(e) for e in events.list_events(session, job.id, limit=EVENTS_SHOWN)],
         "last_seq": last_event[0].seq if last_event else 0,
         "checkpoints": [
-            presenters.checkpoint_object(a, job.fine_tuned_model) for a in rows if a.kind == ArtifactKind.CHECKPOINT
+            presenters.checkpoint_object(a, model_name) for a in rows if a.kind == ArtifactKind.CHECKPOINT
         ],
         "artifacts": [presenters.artifact_object(a) for a in rows],
         "terminal": status.is_terminal,
         "can_cancel": not status.is_terminal,
-        "can_pause": pause_service() is not None and status in (JobStatus.QUEUED, JobStatus.RUNNING),
-        "can_resume": resume_service() is not None and status == JobStatus.PAUSED,
+        "can_pause": status in (JobStatus.QUEUED, JobStatus.RUNNING),
+        "can_resume": status == JobStatus.PAUSED,
     }
 
 
@@ -99,7 +82,7 @@ def chart_points(rows: list[JobMetric]) -> list[dict[str, float | int | None]]:
 
 def new_job_page(session: Session, settings: Settings, team: Team) -> dict[str, Any]:
     base = [m for m in models_service.list_models(session, settings, team) if m.owned_by == "tunepool"]
-    files = [presenters.file_object(f) for f in files_service.list_files(session, team, "fine-tune")]
+    files = [presenters.file_object(f) for f in files_service.list_files(session, team, "fine-tune")[0]]
     defaults = {
         "epochs": DEFAULT_EPOCHS,
         "batch_size": DEFAULT_BATCH_SIZE,
@@ -111,27 +94,12 @@ def new_job_page(session: Session, settings: Settings, team: Team) -> dict[str, 
 
 
 def pool_page(session: Session, settings: Settings, team: Team) -> dict[str, Any]:
-    """The pool service's view and the team's quota when they exist; until then, workers from heartbeats."""
-    pool_fn = optional_service("api.services.pool", "pool_view")
-    quota_fn = optional_service("api.services.quotas", "quota_view")
-    pool = _plain(pool_fn(session, settings, team)) if pool_fn else None
-    quota = _plain(quota_fn(session, team.id)) if quota_fn else None
-    since = datetime.now(UTC) - timedelta(seconds=settings.worker_lost_seconds)
-    live = workers.live_workers(session, since) if pool is None else []
+    """The pool as GET /v1/pool shows it, the team's quota, and the team's running and queued jobs."""
     running, _ = jobs_page(session, team, status=JobStatus.RUNNING.value, after=None)
     queued, _ = jobs_page(session, team, status=JobStatus.QUEUED.value, after=None)
-    own_ids = {j.id for j in running}
     return {
-        "pool": pool,
-        "quota": quota,
-        "workers": live,
-        "own_ids": own_ids,
+        "pool": pool_service.pool_view(session, settings, team),
+        "quota": quotas_service.quota_view(session, team.id),
         "running": running,
         "queued": queued,
     }
-
-
-def _plain(value: Any) -> Any:
-    """Pydantic models to dicts, so templates read any service's answer the same way."""
-    dump = getattr(value, "model_dump", None)
-    return dump(mode="json") if callable(dump) else value

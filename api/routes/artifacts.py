@@ -5,15 +5,18 @@ from __future__ import annotations
 import re
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from api import presenters
 from api.deps import CurrentTeam, SessionDep, SettingsDep, StoreDep
+from api.errors import error_body
 from api.schemas import ArtifactPublic
 from api.services import artifacts as service
+from core.errors import InvalidRequest
 
 router = APIRouter(prefix="/v1/artifacts", tags=["artifacts"])
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+_MULTI_RANGE = re.compile(r"^bytes=\s*\d*-\d*(\s*,\s*\d*-\d*)+$")  # several ranges: RFC 9110 lets us send it all
 
 
 @router.get("/{artifact_id}", response_model=ArtifactPublic)
@@ -27,17 +30,18 @@ def download_artifact(
 ) -> Response:
     artifact = service.get_artifact(session, team, artifact_id)
     headers = {"X-Checksum-Sha256": artifact.sha256}
+    size = artifact.bytes
+    try:  # checked first for every store, so a bad Range gets the same JSON error wherever the bytes live
+        byte_range = _parse_range(request.headers.get("range"), size)
+    except _Unsatisfiable as exc:
+        error = error_body(str(exc), type_="invalid_request_error", code="range_not_satisfiable", param="Range")
+        return JSONResponse(error, 416, headers={**headers, "Content-Range": f"bytes */{size}"})
     path = service.local_file(store, artifact)
-    if path is not None:
+    if path is not None:  # Starlette serves the (valid) Range of a local file itself
         return FileResponse(path, media_type="application/x-tar", filename=artifact.filename, headers=headers)
     if settings.s3_presign_downloads and (url := store.presigned_url(artifact.storage_key, artifact.filename)):
         return RedirectResponse(url, status_code=307, headers=headers)
-    size = artifact.bytes
     headers |= {"Accept-Ranges": "bytes", "Content-Disposition": f'attachment; filename="{artifact.filename}"'}
-    try:
-        byte_range = _parse_range(request.headers.get("range"), size)
-    except _Unsatisfiable:
-        return Response(status_code=416, headers={**headers, "Content-Range": f"bytes */{size}"})
     start, end = byte_range or (0, size - 1)
     if byte_range:
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
@@ -54,9 +58,14 @@ class _Unsatisfiable(ValueError):
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """One `bytes=a-b`, `a-` or `-n` range; None (whole file) for absent or multi-range headers."""
-    match = _RANGE.match(header.strip()) if header else None
-    if match is None:
+    if header is None or _MULTI_RANGE.match(header.strip()):
         return None
+    match = _RANGE.match(header.strip())
+    if match is None:
+        raise InvalidRequest(
+            f"Range: {header[:64]!r} is not `bytes=<first>-<last>`, `bytes=<first>-` or `bytes=-<suffix>`",
+            param="Range",
+        )
     first, last = match.groups()
     if not first and not last:
         return None
@@ -65,5 +74,5 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     else:
         start, end = int(first), min(int(last), size - 1) if last else size - 1
     if start >= size or start > end:
-        raise _Unsatisfiable(header)
+        raise _Unsatisfiable(f"Range {header[:64]!r} is outside the {size}-byte file")
     return start, end

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from api import presenters
 from api.deps import CurrentTeam, IdempotencyKeyHeader, SessionDep, SettingsDep, StoreDep
-from api.schemas import DeletedObject, FileObject, ListPage
+from api.schemas import DeletedObject, FileList, FileObject
 from api.services import files as service
 from api.uploads import MultipartUpload
 
@@ -47,17 +48,26 @@ async def upload_file(
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> FileObject:
     upload = MultipartUpload(request, max_file_bytes=settings.max_upload_bytes)
-    row = await service.upload_file(
-        session, store, settings, team, upload=upload, idempotency_key=idempotency_key
-    )
+    row = await service.upload_file(session, store, settings, team, upload=upload, idempotency_key=idempotency_key)
     session.commit()
     return presenters.file_object(row)
 
 
-@router.get("", response_model=ListPage[FileObject])
-def list_files(session: SessionDep, team: CurrentTeam, purpose: str | None = None) -> ListPage[FileObject]:
-    data = [presenters.file_object(f) for f in service.list_files(session, team, purpose)]
-    return ListPage(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None)
+@router.get("", response_model=FileList)
+def list_files(
+    session: SessionDep,
+    team: CurrentTeam,
+    purpose: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 10_000,
+    order: Literal["asc", "desc"] = "desc",
+    after: Annotated[str | None, Query(max_length=64)] = None,
+) -> FileList:
+    rows, has_more = service.list_files(session, team, purpose, after=after, ascending=order == "asc", limit=limit)
+    data = [presenters.file_object(f) for f in rows]
+    # OpenAI's list schema types both ids as strings: an empty page has empty ones.
+    return FileList(
+        data=data, has_more=has_more, first_id=data[0].id if data else "", last_id=data[-1].id if data else ""
+    )
 
 
 @router.get("/{file_id}", response_model=FileObject)
@@ -79,7 +89,11 @@ class JsonlResponse(StreamingResponse):
     media_type = "application/jsonl"
 
 
-@router.get("/{file_id}/content", response_class=JsonlResponse)
+@router.get(
+    "/{file_id}/content",
+    response_class=JsonlResponse,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},  # fine-tune-results files
+)
 def file_content(file_id: str, session: SessionDep, store: StoreDep, team: CurrentTeam) -> JsonlResponse:
     row = service.get_file(session, team, file_id)
     handle = store.open(row.storage_key)
@@ -90,7 +104,8 @@ def file_content(file_id: str, session: SessionDep, store: StoreDep, team: Curre
                 yield block
 
     headers = {"Content-Length": str(row.bytes), "Content-Disposition": content_disposition(row.filename)}
-    return JsonlResponse(body(), headers=headers)
+    media_type = "text/csv" if row.format == "csv" else JsonlResponse.media_type  # result files are CSV
+    return JsonlResponse(body(), headers=headers, media_type=media_type)
 
 
 def content_disposition(filename: str) -> str:

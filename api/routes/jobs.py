@@ -7,7 +7,7 @@ import io
 import json
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from api import presenters
@@ -19,13 +19,13 @@ from api.schemas import (
     JobCreate,
     JobPublic,
     ListPage,
-    MetricPoint,
     MetricsSeries,
 )
-from api.services import idempotency
+from api.services import idempotency, sharing
 from api.services import jobs as service
 from core.enums import ArtifactKind
 from core.errors import InvalidRequest
+from core.schemas.metrics import StepMetrics
 from db import doorbell
 from db.repositories import artifacts, events, metrics
 
@@ -54,15 +54,19 @@ def create_job(
 
 @router.get("", response_model=ListPage[JobPublic])
 def list_jobs(
+    request: Request,
     session: SessionDep,
     team: CurrentTeam,
     after: str | None = None,
     limit: Limit = 20,
-    metadata: Annotated[str | None, Query(description='JSON object, e.g. {"project":"x"}')] = None,
+    metadata: Annotated[
+        str | None,
+        Query(description='Jobs whose metadata holds all these pairs: `metadata[k]=v` (as the SDKs send '
+        '`metadata={...}`) or a JSON object, e.g. {"project":"x"}'),
+    ] = None,
 ) -> ListPage[JobPublic]:
-    rows, has_more = service.list_jobs(
-        session, team, after=after, limit=limit, metadata=_parse_metadata(metadata)
-    )
+    wanted = _bracket_metadata(request) | (_parse_metadata(metadata) or {})
+    rows, has_more = service.list_jobs(session, team, after=after, limit=limit, metadata=wanted or None)
     data = [presenters.job_object(j) for j in rows]
     return ListPage(
         data=data,
@@ -70,6 +74,18 @@ def list_jobs(
         first_id=data[0].id if data else None,
         last_id=data[-1].id if data else None,
     )
+
+
+def _bracket_metadata(request: Request) -> dict[str, str]:
+    """`?metadata[project]=x&metadata[owner]=y`, the deepObject form both official SDKs send."""
+    pairs: dict[str, str] = {}
+    for name, value in request.query_params.multi_items():
+        if name.startswith("metadata[") and name.endswith("]"):
+            key = name[len("metadata[") : -1]
+            if not key or len(key) > 64:
+                raise InvalidRequest(f"{name}: metadata keys are 1 to 64 characters", param="metadata")
+            pairs[key] = value
+    return pairs
 
 
 def _parse_metadata(raw: str | None) -> dict[str, str] | None:
@@ -146,9 +162,9 @@ def job_metrics(
     return MetricsSeries(fine_tuning_job_id=job.id, data=points)
 
 
-def _metrics_csv(points: list[MetricPoint]) -> str:
+def _metrics_csv(points: list[StepMetrics]) -> str:
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(MetricPoint.model_fields))
+    writer = csv.DictWriter(out, fieldnames=list(StepMetrics.model_fields))
     writer.writeheader()
     for p in points:
         writer.writerow(p.model_dump())
@@ -161,7 +177,8 @@ def list_checkpoints(
 ) -> ListPage[CheckpointPublic]:
     job = service.get_job(session, team, job_id)
     rows = artifacts.list_artifacts(session, job.id, kind=ArtifactKind.CHECKPOINT.value)
-    data = [presenters.checkpoint_object(a, job.fine_tuned_model) for a in reversed(rows)]
+    name = sharing.model_name_of(session, job)
+    data = [presenters.checkpoint_object(a, name) for a in reversed(rows)]
     if after:
         ids = [c.id for c in data]
         data = data[ids.index(after) + 1 :] if after in ids else []

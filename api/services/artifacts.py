@@ -6,6 +6,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
+from api.services import sharing
 from core.errors import NotFound
 from core.storage import ObjectStore, StorageError
 from db.models import Artifact, Team
@@ -13,8 +14,9 @@ from db.repositories import artifacts as repo
 
 
 def get_artifact(session: Session, team: Team, artifact_id: str) -> Artifact:
-    artifact = repo.get_artifact(session, team.id, artifact_id)
-    if artifact is None:
+    """An artifact of the team's own jobs, or of a model another team shared with it."""
+    artifact = repo.get_artifact_by_id(session, artifact_id)
+    if artifact is None or not sharing.may_download(session, team, artifact):
         raise NotFound(f"no artifact {artifact_id!r}", param="artifact_id")
     return artifact
 

@@ -13,29 +13,31 @@ from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
 from core.logging import request_id as log_context_request_id
 from core.registry import load_registry
-from core.schemas.spec import JobSpec, resolve_hyperparameters
+from core.schemas.spec import DEFAULT_SEED, JobSpec, resolve_hyperparameters
 from core.settings import Settings
 from db.models import Team, TrainingJob
 from db.repositories import events, jobs, webhooks
 from db.repositories import files as files_repo
 
-DEFAULT_SEED = 42
-
 
 def create_job(session: Session, settings: Settings, team: Team, body: JobCreate) -> TrainingJob:
     """Check the model and files, resolve "auto" values, store the job as `validating_files`."""
     if body.model not in load_registry(settings.resolved_model_registry):
-        raise NotFound(
-            f"model {body.model!r} does not exist; GET /v1/models lists the base models", param="model"
-        )
+        raise NotFound(f"model {body.model!r} does not exist; GET /v1/models lists the base models", param="model")
     train = files_repo.get_file(session, team.id, body.training_file)
     if train is None:
         raise InvalidRequest(f"training_file {body.training_file!r} does not exist", param="training_file")
+    if train.purpose != "fine-tune":
+        raise InvalidRequest(
+            f"training_file {train.id!r} is a {train.purpose} file, not fine-tune data", param="training_file"
+        )
     if body.validation_file:
         valid = files_repo.get_file(session, team.id, body.validation_file)
         if valid is None:
+            raise InvalidRequest(f"validation_file {body.validation_file!r} does not exist", param="validation_file")
+        if valid.purpose != "fine-tune":
             raise InvalidRequest(
-                f"validation_file {body.validation_file!r} does not exist", param="validation_file"
+                f"validation_file {valid.id!r} is a {valid.purpose} file, not fine-tune data", param="validation_file"
             )
         if valid.format != train.format:
             raise InvalidRequest(
@@ -102,18 +104,23 @@ def list_jobs(
 
 
 def cancel_job(session: Session, team: Team, job_id: str) -> TrainingJob:
-    """Not-yet-running jobs are cancelled at once; a running one is flagged and its worker stops it."""
+    """Cancelled at once, as OpenAI answers; a running job's worker sees the flag and stops within seconds.
+
+    A worker's late writes are fenced by the status (only a `running` job takes metrics and checkpoints)."""
     job = get_job(session, team, job_id)
     status = JobStatus(job.status)
     if status.is_terminal:
         raise InvalidRequest(f"job {job_id} is already {status.value}", param="fine_tuning_job_id")
-    waiting = [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED]
-    if jobs.transition(session, job.id, waiting, JobStatus.CANCELLED, finished_at=func.now()) is not None:
-        events.add_event(session, job.id, "Job cancelled")
-        webhooks.record_job_event(session, team.id, job.id, JobStatus.CANCELLED)  # outbox, same commit
-    else:
-        jobs.update_job(session, job.id, cancel_requested=True)
-        events.add_event(session, job.id, "Cancellation requested; stopping the running job")
+    live = [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED, JobStatus.RUNNING]
+    done = jobs.transition(
+        session, job.id, live, JobStatus.CANCELLED, finished_at=func.now(), cancel_requested=True
+    )
+    if done is None:  # finished between the read and the update
+        session.refresh(job)
+        raise InvalidRequest(f"job {job_id} is already {job.status}", param="fine_tuning_job_id")
+    if status == JobStatus.RUNNING:
+        events.add_event(session, job.id, "Job cancelled; its worker is stopping")
+    webhooks.record_job_event(session, team.id, job.id, JobStatus.CANCELLED)  # outbox, same commit
     session.flush()
     session.refresh(job)
     return job

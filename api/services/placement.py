@@ -6,7 +6,6 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from api.schemas import ResourceSpec
 from core.errors import InvalidRequest
 from core.placement import (
     GB,
@@ -18,7 +17,7 @@ from core.placement import (
     requirement_of,
 )
 from core.registry import load_registry
-from core.schemas.spec import JobSpec
+from core.schemas.spec import JobSpec, ResourceSpec
 from core.settings import Settings
 from db.repositories import workers
 
@@ -52,8 +51,7 @@ def pool_slots(session: Session, settings: Settings) -> list[Slot]:
 
 def check_fits_pool(session: Session, settings: Settings, resources: ResourceSpec | None, estimate: int | None) -> None:
     """Refuse a job that fits no worker; with no worker known yet, the job waits for one."""
-    stated = resources.model_dump(exclude_none=True) if resources else None
-    req = requirement_of(stated, estimate)
+    req = requirement_of(resources, estimate)
     slots = pool_slots(session, settings)
     if not slots or any(fits(s, req) for s in slots):
         return

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 from sqlalchemy.orm import Session
 
-from api.schemas import PoolJob, PoolPublic, PoolTeamQueue, PoolWorker
+from api.schemas import PoolJob, PoolPublic, PoolTeamQueue, PoolWorker, WorkerState
 from core.enums import JobStatus
+from core.placement import GB
 from core.settings import Settings
 from db.models import Team, TrainingJob, Worker
 from db.repositories import jobs, teams, workers
-
-GB = 1e9
 
 
 def pool_view(session: Session, settings: Settings, team: Team) -> PoolPublic:
@@ -57,7 +55,7 @@ def _worker(w: Worker, job_rows: dict[str, TrainingJob], team: Team, lost_before
     if job is not None:
         own = team.is_admin or job.team_id == team.id
         pool_job = PoolJob(id=job.id if own else None, own=job.team_id == team.id, status=job.status if own else None)
-    state: Literal["idle", "starting", "busy", "lost"]
+    state: WorkerState
     if w.last_heartbeat < lost_before:
         state = "lost"
     elif w.current_job_id:

@@ -19,13 +19,7 @@ def limits_of(session: Session, team_id: str) -> QuotaLimits:
     row = quotas.get_quota(session, team_id)
     if row is None:
         return QuotaLimits()
-    return QuotaLimits(
-        max_running_jobs=row.max_running_jobs,
-        max_queued_jobs=row.max_queued_jobs,
-        gpu_hours_per_period=row.gpu_hours_per_period,
-        period_hours=row.period_hours,
-        max_dataset_storage_bytes=row.max_dataset_storage_bytes,
-    )
+    return QuotaLimits.model_validate(row, from_attributes=True)
 
 
 def gpu_hours_used(session: Session, team_id: str, period_hours: float) -> float:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 
 class StepMetrics(BaseModel):
     """Metrics of one logged optimizer step; None where the trainer did not log that value."""
+
+    # Served whole, so the response schema lists every field as present (null where not logged).
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
 
     step: int
     total_steps: int

@@ -15,6 +15,7 @@ from core.enums import QuantizationMode
 DEFAULT_LEARNING_RATE = 2e-4
 DEFAULT_EPOCHS = 3
 DEFAULT_BATCH_SIZE = 4
+DEFAULT_SEED = 42
 ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
 _MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 
@@ -26,8 +27,8 @@ class _Strict(BaseModel):
 class Hyperparameters(_Strict):
     """OpenAI's hyperparameters; "auto" is resolved when the job is created."""
 
-    n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=100)] = "auto"
-    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
+    n_epochs: Literal["auto"] | Annotated[int, Field(ge=1, le=50)] = "auto"
+    batch_size: Literal["auto"] | Annotated[int, Field(ge=1, le=256)] = "auto"
     learning_rate_multiplier: Literal["auto"] | Annotated[float, Field(gt=0, le=100)] = "auto"
 
 
@@ -106,6 +107,26 @@ class TrainingSpec(_Strict):
     )
 
 
+def _unstated(value: object) -> bool:
+    # A limit the user left out is absent from the dump, not null: the job row and its JSON echo what was asked.
+    return value is None
+
+
+class ResourceSpec(_Strict):
+    """What a job needs from its GPU; omitted: the memory is estimated from the model and spec."""
+
+    min_gpu_memory_gb: float | None = Field(
+        default=None, gt=0, le=10_000, description="Decimal GB.", exclude_if=_unstated
+    )
+    gpu_type: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description='Matched within the GPU name, e.g. "A100".',
+        exclude_if=_unstated,
+    )
+
+
 ArtifactName = Literal["adapter", "merged"]
 DEFAULT_ARTIFACTS: tuple[ArtifactName, ...] = ("adapter", "merged")
 
@@ -118,7 +139,7 @@ class JobSpec(_Strict):
     quantization: QuantizationSpec = QuantizationSpec()
     training: TrainingSpec = TrainingSpec()
     artifacts: list[ArtifactName] = Field(default_factory=lambda: list(DEFAULT_ARTIFACTS))
-    seed: int = Field(default=42, ge=0, le=2**31 - 1)
+    seed: int = Field(default=DEFAULT_SEED, ge=0, le=2**31 - 1)
 
     @property
     def learning_rate(self) -> float:

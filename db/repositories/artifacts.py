@@ -25,5 +25,9 @@ def get_artifact(session: Session, team_id: str, artifact_id: str) -> Artifact |
     return session.scalar(select(Artifact).where(Artifact.id == artifact_id, Artifact.team_id == team_id))
 
 
+def get_artifact_by_id(session: Session, artifact_id: str) -> Artifact | None:
+    return session.get(Artifact, artifact_id)
+
+
 def delete_artifact(session: Session, artifact_id: str) -> None:
     session.execute(delete(Artifact).where(Artifact.id == artifact_id))

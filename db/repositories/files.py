@@ -6,6 +6,7 @@ from sqlalchemy import delete, exists, or_, select
 from sqlalchemy.orm import Session
 
 from db.models import DatasetFile, TrainingJob
+from db.repositories import paging
 
 
 def add_file(session: Session, file: DatasetFile) -> DatasetFile:
@@ -25,11 +26,21 @@ def get_file_any_team(session: Session, file_id: str) -> DatasetFile | None:
     return session.get(DatasetFile, file_id)
 
 
-def list_files(session: Session, team_id: str, purpose: str | None = None) -> list[DatasetFile]:
+def list_files(
+    session: Session,
+    team_id: str,
+    purpose: str | None = None,
+    *,
+    after: DatasetFile | None = None,
+    ascending: bool = False,
+    limit: int | None = None,
+) -> list[DatasetFile]:
+    """By creation time (newest first unless `ascending`); `after` is the last file of the previous page."""
     stmt = select(DatasetFile).where(DatasetFile.team_id == team_id)
     if purpose:
         stmt = stmt.where(DatasetFile.purpose == purpose)
-    return list(session.scalars(stmt.order_by(DatasetFile.created_at.desc())))
+    stmt = paging.page(stmt, DatasetFile.created_at, DatasetFile.id, after=after, ascending=ascending, limit=limit)
+    return list(session.scalars(stmt))
 
 
 def file_in_use(session: Session, file_id: str) -> bool:

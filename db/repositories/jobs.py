@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from core.enums import JobStatus
 from db.models import TrainingJob, Worker
-from db.repositories import events
+from db.repositories import events, paging
 
 
 def add_job(session: Session, job: TrainingJob) -> TrainingJob:
@@ -39,14 +39,9 @@ def list_jobs(
 ) -> list[TrainingJob]:
     """Newest first; `after` is the last job of the previous page (OpenAI's cursor)."""
     stmt = select(TrainingJob).where(TrainingJob.team_id == team_id)
-    if after is not None:
-        stmt = stmt.where(
-            (TrainingJob.created_at < after.created_at)
-            | ((TrainingJob.created_at == after.created_at) & (TrainingJob.id < after.id))
-        )
     if metadata:
         stmt = stmt.where(TrainingJob.job_metadata.contains(metadata))
-    stmt = stmt.order_by(TrainingJob.created_at.desc(), TrainingJob.id.desc()).limit(limit)
+    stmt = paging.page(stmt, TrainingJob.created_at, TrainingJob.id, after=after, ascending=False, limit=limit)
     return list(session.scalars(stmt))
 
 
@@ -157,8 +152,11 @@ def lock_orphaned_running(session: Session, alive_since: datetime, queue: str) -
 
 
 def succeeded_jobs(session: Session, team_id: str) -> list[TrainingJob]:
+    """The team's fine-tunes that exist: succeeded, and not deleted through DELETE /v1/models."""
     stmt = select(TrainingJob).where(
-        TrainingJob.team_id == team_id, TrainingJob.status == JobStatus.SUCCEEDED
+        TrainingJob.team_id == team_id,
+        TrainingJob.status == JobStatus.SUCCEEDED,
+        TrainingJob.model_deleted_at.is_(None),
     )
     return list(session.scalars(stmt.order_by(TrainingJob.finished_at.desc())))
 

@@ -92,6 +92,7 @@ def test_a_silent_workers_job_is_requeued_and_its_late_writes_are_refused(  # ty
     from db.repositories import metrics
     from db.session import unit_of_work
     from worker import reaper, runner
+    from worker.outcome import JobOutcome
     from worker.reporter import DatabaseReporter
 
     alive, lost = register_worker("alive"), register_worker("lost")
@@ -116,7 +117,7 @@ def test_a_silent_workers_job_is_requeued_and_its_late_writes_are_refused(  # ty
     reporter = DatabaseReporter(job_id, team.team_id, configured_store(get_settings()), attempt=old_claim)
     reporter.metrics(StepMetrics(step=7, total_steps=10, train_loss=1.0))
     assert reporter.should_stop() == "lost"
-    runner.finish_job(job_id, {"status": "succeeded", "artifacts": [], "trained_tokens": 1}, attempt=old_claim)
+    runner.finish_job(job_id, JobOutcome(status="succeeded", trained_tokens=1), attempt=old_claim)
     assert _job(job_id).status == "running"
     with unit_of_work() as session:
         assert metrics.list_metrics(session, job_id) == []

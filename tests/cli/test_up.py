@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from cli import devstack
+import devstack
 from tests.servers import free_port
 
 

@@ -47,7 +47,7 @@ def test_checkpoints_are_listed_downloadable_and_pruned(http) -> None:  # type: 
     job_id = create_job(http, with_validation=True, max_steps=8, eval_every_steps=1, save_every_steps=1)
     assert wait_status(http, job_id, {"succeeded", "failed"})["status"] == "succeeded"
 
-    saved = {e["data"]["step"]: e["data"] for e in all_events(http, job_id) if e["type"] == "checkpoint"}
+    saved = {e["data"]["step"]: e["data"] for e in all_events(http, job_id) if e["kind"] == "checkpoint"}
     assert sorted(saved) == [1, 2, 3, 4, 5, 6, 7]  # every step; the final step's is the finished adapter
     best = min(saved, key=lambda s: saved[s]["metrics"]["valid_loss"])
     listed = http.get(f"/fine_tuning/jobs/{job_id}/checkpoints").json()["data"]
@@ -95,6 +95,6 @@ def test_paused_job_resumes_from_its_checkpoint_with_every_step_once(http) -> No
     assert metric_steps == list(range(1, total + 1))  # the resumed run continued; it did not start over
     tokens = [m["tokens"] for m in series]
     assert tokens == sorted(tokens) and done["trained_tokens"] == tokens[-1]
-    statuses = [e["data"]["status"] for e in events if e["type"] == "status"]
+    statuses = [e["data"]["status"] for e in events if e["kind"] == "status"]
     assert statuses[-5:] == ["running", "paused", "queued", "running", "succeeded"]
     assert any(e["message"] == f"Resuming from the checkpoint at step {at}" for e in events)

@@ -121,3 +121,19 @@ def test_follow_exit_codes(cli, tmp_path, running_service, team) -> None:  # typ
     config.write_text(f'base_url = "{running_service.base_url}/v1"\napi_key = "{team.key}"\n')
     env = {"PATH": "/usr/bin:/bin", "XDG_CONFIG_HOME": str(tmp_path / "home")}
     assert bad in [j["id"] for j in _json(cli("jobs", "list", "--json", env_override=env))["data"]]
+
+
+def test_create_sends_only_the_options_given(cli, tmp_path, running_service, team) -> None:  # type: ignore[no-untyped-def]
+    data = _write(tmp_path / "t.jsonl")
+    file_id = _json(cli("files", "upload", str(data), "--json"))["id"]
+    base = ["jobs", "create", "--model", TINY_MODEL, "--file", file_id, "--max-steps", "500", "--json"]
+    plain = _json(cli(*base))
+    given = _json(cli(*base, "--r", "4", "--target-modules", "q_proj,v_proj", "--quantization", "none"))
+    for job in (plain, given):
+        assert cli("jobs", "cancel", job["id"]).returncode == 0
+    # Left out: the server's spec defaults, exactly as a REST call without them gets.
+    assert plain["lora"] == {"r": 16, "alpha": 32.0, "dropout": 0.05, "target_modules": "all-linear"}
+    assert plain["quantization"]["mode"] == "nf4" and plain["training"]["max_seq_length"] == 2048
+    assert plain["artifacts"] == ["adapter", "merged"]
+    assert given["lora"]["r"] == 4 and given["lora"]["target_modules"] == ["q_proj", "v_proj"]
+    assert given["lora"]["alpha"] == 32.0 and given["quantization"]["mode"] == "none"

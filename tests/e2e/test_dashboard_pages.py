@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 
 import httpx
@@ -155,3 +156,35 @@ def test_session_secret_is_generated_once_and_short_ones_are_refused(
     assert secret.stat().st_mode & 0o777 == 0o600 and len(secret.read_text().strip()) >= 32
     with pytest.raises(ValidationError, match="session_secret"):
         Settings(session_secret="changeme")
+
+
+def test_pool_page_shows_workers_and_quota_and_pause_is_wired(browser: TestClient, api: httpx.Client, team) -> None:  # type: ignore[no-untyped-def]
+    from db.repositories import workers
+    from db.session import unit_of_work
+
+    worker_id = f"page-{secrets.token_hex(3)}"
+    with unit_of_work() as session:
+        workers.heartbeat(
+            session,
+            worker_id,
+            hostname="page-host",
+            device="cuda",
+            gpu_name="NVIDIA L4",
+            gpu_memory_total=24 * 10**9,
+            gpu_memory_free=20 * 10**9,
+        )
+    try:
+        csrf = sign_in(browser, team.key)
+        page = browser.get("/pool").text
+        workers_card = page.split('id="pool-workers"', 1)[1].split("</section>", 1)[0]
+        assert worker_id in workers_card and "NVIDIA L4" in workers_card and "4.0 / 24.0 GB" in workers_card
+        quota_card = page.split('id="quota"', 1)[1].split("</section>", 1)[0]
+        assert "Running jobs" in quota_card and "unlimited" in quota_card
+    finally:
+        with unit_of_work() as session:
+            workers.remove_worker(session, worker_id)
+    job_id = make_job(api, max_steps=2)
+    assert api.post(f"/v1/fine_tuning/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    r = browser.post(f"/jobs/{job_id}/pause", data={"csrf_token": csrf})  # the service refuses, as a notice
+    assert r.status_code == 303
+    assert f"job {job_id} is cancelled; only queued or running jobs pause" in browser.get(f"/jobs/{job_id}").text

@@ -59,7 +59,7 @@ def test_a_killed_workers_job_resumes_on_another_worker_from_its_checkpoint(make
     assert lost["level"] == "warning" and stack.worker_id(victim) in lost["message"]
     resumed = [e for e in events if e["message"].startswith("Resuming from the checkpoint")]
     assert len(resumed) == 1 and resumed[0]["data"]["step"] <= killed_at
-    statuses = [e["data"]["status"] for e in events if e["type"] == "status"]
+    statuses = [e["data"]["status"] for e in events if e["kind"] == "status"]
     assert statuses[-4:] == ["running", "queued", "running", "succeeded"], statuses
     assert sum(m.startswith("Fine-tuning job started") for m in messages) == 2
     # Steps after the checkpoint ran twice; each is stored once, and the stream's metrics events agree.

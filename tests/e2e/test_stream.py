@@ -92,7 +92,7 @@ def test_stream_follows_a_job_from_start_to_end(http) -> None:  # type: ignore[n
     assert (end.event, end.data) == ("end", {"status": "succeeded"})
     ids = [e.id for e in events]
     assert ids == sorted(set(ids)) == all_event_seqs(http, job_id)  # everything stored, in order, once
-    assert all(e.data["object"] == "fine_tuning.job.event" and e.data["type"] == e.event for e in events)
+    assert all(e.data["object"] == "fine_tuning.job.event" and e.data["kind"] == e.event for e in events)
     statuses = [e.data["data"]["status"] for e in events if e.event == "status"]
     assert statuses == ["validating_files", "queued", "running", "succeeded"]
     streamed = [e.data["data"] for e in events if e.event == "metrics"]

@@ -131,7 +131,7 @@ def test_tool_calling_trains_on_a_tools_template_and_is_refused_before_a_worker_
     assert (refused["error"]["code"], refused["error"]["param"]) == ("invalid_training_file", "training_file")
     assert f"has 2 lines that cannot be trained on {TINY_MODEL}: line 2: " in refused["error"]["message"]
     assert "does not support tool calling" in refused["error"]["message"] and "line 4: " in refused["error"]["message"]
-    statuses = [e["data"]["status"] for e in events(http, refused["id"]) if e["type"] == "status"]
+    statuses = [e["data"]["status"] for e in events(http, refused["id"]) if e["kind"] == "status"]
     assert statuses == ["validating_files", "failed"]  # never queued, so no worker claimed it
     assert trained["status"] == "succeeded", trained["error"]
     assert event_data(http, trained["id"], "Loaded")["loss_tokens"] > 0

@@ -176,9 +176,11 @@ def test_training_success_and_failure_send_their_webhooks(client, receiver, team
     assert client.get(f"/v1/fine_tuning/jobs/{trained}").json()["status"] == "succeeded"
 
     # A failure recorded by the worker's own finish step (as after an OOM) sends `failed`.
+    from core.enums import ErrorSide
     from db.models import TrainingJob
     from db.repositories import jobs
     from db.session import unit_of_work
+    from worker.outcome import JobOutcome
 
     failing = f"ftjob-whfail{trained[-8:]}"
     with unit_of_work() as session:  # a job some worker is running (no real worker takes a running job)
@@ -189,8 +191,7 @@ def test_training_success_and_failure_send_their_webhooks(client, receiver, team
                 spec={}, seed=1, status="running", step=0, attempts=1, cancel_requested=False, worker_id="gone",
             ),
         )
-    error = {"code": "out_of_memory", "message": "CUDA out of memory", "param": None, "side": "system"}
-    runner.finish_job(failing, {"status": "failed", "error": error})
+    runner.finish_job(failing, JobOutcome.failed("out_of_memory", "CUDA out of memory", ErrorSide.SYSTEM))
     posts = receiver.wait("/hook", 2)
     event = _verified(posts[1], hook["secret"])
     assert event["type"] == "fine_tuning.job.failed" and event["data"] == {"id": failing}

@@ -33,8 +33,8 @@ def test_a_model_missing_on_the_worker_is_the_systems_fault(tmp_path: Path) -> N
 
     outcome = training_failure(caught.value)
 
-    assert outcome["status"] == "failed"
-    assert outcome["error"]["code"] == "invalid_model" and outcome["error"]["side"] == "system"
+    assert outcome.status == "failed" and outcome.error is not None
+    assert (outcome.error.code, outcome.error.side) == ("invalid_model", "system")
 
 
 @pytest.mark.parametrize(
@@ -51,4 +51,6 @@ def test_a_model_missing_on_the_worker_is_the_systems_fault(tmp_path: Path) -> N
 def test_the_outcome_keeps_the_errors_side(code: str, side: str) -> None:
     outcome = training_failure(TrainingError(code, "why"))
 
-    assert outcome["error"] == {"code": code, "message": f"{code}: why", "param": None, "side": side}
+    assert outcome.error is not None
+    expected = {"code": code, "message": f"{code}: why", "param": None, "side": side}
+    assert outcome.error.model_dump(mode="json") == expected

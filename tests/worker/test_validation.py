@@ -51,7 +51,7 @@ def test_tool_calls_are_refused_on_a_template_without_tools_before_any_worker(ap
     )
     assert "; line 4: " in error["message"]
     events = api.get(f"/v1/fine_tuning/jobs/{job['id']}/events", params={"limit": 100}).json()["data"]
-    statuses = [e["data"]["status"] for e in reversed(events) if e["type"] == "status"]
+    statuses = [e["data"]["status"] for e in reversed(events) if e["kind"] == "status"]
     assert statuses == ["validating_files", "failed"]  # never queued: no worker could claim it
     assert any(e["level"] == "error" and "line 2" in e["message"] for e in events)
 

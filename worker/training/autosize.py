@@ -13,12 +13,10 @@ Torch-free: the recipe measures the model and the device and passes numbers in, 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 GIB = 2**30
-BUDGET_ENV = "TUNEPOOL_MEMORY_BUDGET_GIB"  # override the measured free memory (tests, shared GPUs)
 MAX_MICRO_ROWS = 64
 # Fraction of the free memory the plan may fill: the allocator fragments, and kernels take workspace.
 SAFETY = 0.85
@@ -167,16 +165,9 @@ def with_micro_batch(plan: BatchPlan, micro_batch: int, reason: str) -> BatchPla
     return replace(plan, micro_batch=micro, accumulation=math.ceil(step_rows / micro), reason=reason)
 
 
-def budget_override() -> int | None:
-    """TUNEPOOL_MEMORY_BUDGET_GIB as bytes, when set."""
-    value = os.environ.get(BUDGET_ENV)
-    return int(float(value) * GIB) if value else None
-
-
-def usable_budget(free_bytes: int) -> int:
-    """What a plan may fill of the free memory: the override when set, else SAFETY of what is free."""
-    override = budget_override()
-    return override if override is not None else int(free_bytes * SAFETY)
+def usable_budget(free_bytes: int, budget_gib: float | None = None) -> int:
+    """What a plan may fill of the free memory: `budget_gib` when set (shared GPUs, tests), else SAFETY of it."""
+    return int(budget_gib * GIB) if budget_gib is not None else int(free_bytes * SAFETY)
 
 
 def measure_and_plan(
@@ -191,8 +182,10 @@ def measure_and_plan(
     memory_mode: MemoryMode,
     lora_rank: int,
     lora_targets: str | list[str],
+    budget_gib: float | None = None,
 ) -> BatchPlan:
-    """Plan for a loaded (not yet adapted) model on `device`, from its config and the device's free memory."""
+    """Plan for a loaded (not yet adapted) model on `device`, from its config and the device's free memory (or
+    `budget_gib`, the worker's TUNEPOOL_MEMORY_BUDGET_GIB)."""
     import torch
 
     cfg = model.config.get_text_config()
@@ -213,7 +206,7 @@ def measure_and_plan(
         free = psutil.virtual_memory().available
     return plan_batches(
         shape=shape,
-        budget_bytes=usable_budget(free),
+        budget_bytes=usable_budget(free, budget_gib),
         fixed_bytes=fixed,
         lengths=lengths,
         max_seq_length=max_seq_length,

@@ -5,13 +5,12 @@ retried as two halves (rows, or whole packed examples when padding-free); the ha
 step's token count, as the whole's was, so the step's gradient is unchanged. Later micro-batches are split the same
 way up front. A single example that still does not fit turns on gradient checkpointing; after that the OOM stands.
 
-`TUNEPOOL_INJECT_OOM_TOKENS=N` makes every training forward of more than N tokens raise a real
-`torch.OutOfMemoryError` (tests and drills: the path runs without a full GPU).
+`inject_oom_tokens=N` (the worker's `TUNEPOOL_INJECT_OOM_TOKENS`) makes every training forward of more than N tokens
+raise a real `torch.OutOfMemoryError` (tests and drills: the path runs without a full GPU).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,23 +18,23 @@ import torch
 
 from worker.training.errors import is_out_of_memory
 
-INJECT_ENV = "TUNEPOOL_INJECT_OOM_TOKENS"
 Batch = dict[str, Any]
 
 
 class OomBackoff:
     """Installs the splitting training step (and the injection hook, when asked) on a Trainer."""
 
-    def __init__(self, trainer: Any, on_change: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(
+        self, trainer: Any, on_change: Callable[[str, dict[str, Any]], None], inject_oom_tokens: int | None = None
+    ) -> None:
         self.trainer = trainer
         self.on_change = on_change  # reporter.event
         self.splits = 0  # each micro-batch is cut into 2**splits pieces
         self.checkpointing_enabled = bool(trainer.args.gradient_checkpointing)
         self._step = trainer.training_step
         trainer.training_step = self.training_step
-        limit = os.environ.get(INJECT_ENV)
-        if limit:
-            trainer.model.register_forward_pre_hook(_injector(int(limit)), with_kwargs=True)
+        if inject_oom_tokens is not None:
+            trainer.model.register_forward_pre_hook(_injector(inject_oom_tokens), with_kwargs=True)
 
     def training_step(self, model: Any, inputs: Batch, num_items_in_batch: Any = None) -> torch.Tensor:
         if num_items_in_batch is None:  # the loss is a per-micro-batch mean: make it a sum over the step's count
@@ -156,6 +155,6 @@ def _injector(limit: int) -> Callable[..., None]:
     def hook(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         if module.training and ids is not None and ids.numel() > limit:
-            raise torch.OutOfMemoryError(f"injected: {ids.numel()} tokens > {INJECT_ENV}={limit}")
+            raise torch.OutOfMemoryError(f"injected: {ids.numel()} tokens > inject_oom_tokens={limit}")
 
     return hook

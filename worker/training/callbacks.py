@@ -5,14 +5,12 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from core.schemas.metrics import StepMetrics
-
-if TYPE_CHECKING:
-    from worker.training.recipe import Reporter
+from worker.training.interfaces import Reporter
 
 
 class ReporterCallback(TrainerCallback):
@@ -57,6 +55,7 @@ class ReporterCallback(TrainerCallback):
             control.should_save = False  # the recipe saves the finished adapter itself
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
+        assert args.output_dir is not None  # the recipe always sets it (TrainingArguments allows None)
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         metrics = self.last if self.last is not None and self.last.step == state.global_step else None
         self.reporter.checkpoint(state.global_step, path, metrics)

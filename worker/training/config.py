@@ -90,7 +90,7 @@ def bnb_config(spec: JobSpec, device: str) -> BitsAndBytesConfig | None:
     """QLoRA's 4-bit loading config, or None for plain LoRA (asked for, or no bitsandbytes backend)."""
     if not wants_quantization(spec, device):
         return None
-    return BitsAndBytesConfig(
+    return BitsAndBytesConfig(  # type: ignore[no-untyped-call]  # transformers leaves its __init__ unannotated
         load_in_4bit=True,
         bnb_4bit_quant_type=spec.quantization.mode.value,
         bnb_4bit_use_double_quant=spec.quantization.double_quant,
@@ -103,7 +103,7 @@ def lora_config(spec: JobSpec) -> LoraConfig:
     """The adapter: rank, scaling, dropout and target modules straight from the spec."""
     return LoraConfig(
         r=spec.lora.r,
-        lora_alpha=spec.lora.alpha,
+        lora_alpha=spec.lora.alpha,  # type: ignore[arg-type]  # peft says int; it scales by alpha / r, floats work
         lora_dropout=spec.lora.dropout,
         target_modules=spec.lora.module_list(),
         bias="none",
@@ -144,7 +144,7 @@ def sft_config(spec: JobSpec, *, output_dir: Path, device: str, quantized: bool,
         seed=spec.seed,
         data_seed=spec.seed,
         max_length=t.max_seq_length,
-        packing=t.packing,
+        packing=bool(t.packing),  # None (auto) is decided by throughput.tune, which sets it either way
         gradient_checkpointing=gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
         logging_strategy="steps",

@@ -1,13 +1,14 @@
 """Kernel choices for a training run: attention implementation, Liger's fused layers, TF32, the optimizer.
 
-Each choice has a switch (environment variable) so bench/throughput.py can compare them on the same GPU and we keep
-only what measurably helps:
+Each choice has a switch (a TrainingOptions field, from the worker's settings) so bench/throughput.py can compare
+them on the same GPU and we keep only what measurably helps:
 
-    TUNEPOOL_ATTENTION  sdpa (default) | eager | flash_attention_2 (used only if the flash_attn package imports)
-    TUNEPOOL_LIGER      auto (default: on where it imports and passes its probe) | 0 | 1
-    TUNEPOOL_TF32       1 (default) | 0
-    TUNEPOOL_OPTIM      a TrainingArguments optim name, overriding the recipe's choice
-    TUNEPOOL_OFFLOAD    1 (default) | 0: offload checkpointed activations to host memory in memory_mode="min"
+    attention (TUNEPOOL_ATTENTION)   sdpa (default) | eager | flash_attention_2 (only if the flash_attn package imports)
+    liger (TUNEPOOL_LIGER)           auto (default: on where it imports and passes its probe) | 0 | 1
+    tf32 (TUNEPOOL_TF32)             on (default) | off
+    optimizer (TUNEPOOL_OPTIM)       a TrainingArguments optim name, overriding the recipe's choice
+    activation_offloading (TUNEPOOL_OFFLOAD)  on (default) | off: offload checkpointed activations to host memory
+                                     in memory_mode="min"
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+
+from core.settings import LigerSwitch
+from worker.training.interfaces import TrainingOptions
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +42,27 @@ class KernelChoice:
         return asdict(self)
 
 
-def choose(device: str, default_optimizer: str, memory_mode: str) -> KernelChoice:
+def choose(
+    device: str, default_optimizer: str, memory_mode: str, options: TrainingOptions = TrainingOptions()
+) -> KernelChoice:
     """The kernels for `device`: the fastest that work there, subject to the switches above."""
     cuda = device.startswith("cuda")
-    optimizer = os.environ.get("TUNEPOOL_OPTIM") or default_optimizer
+    optimizer = options.optimizer or default_optimizer
     smallest = memory_mode == "min"
     if smallest and cuda:
         optimizer = "paged_adamw_8bit"  # optimizer state paged out to host memory under pressure
     return KernelChoice(
-        attention=attention_implementation(device),
+        attention=attention_implementation(device, options.attention),
         # Liger raised the batch-1 peak of the 8B shape from 6.53 to 7.40 GiB (BASELINE.md runs A, B).
-        liger=cuda and not smallest and _switch("TUNEPOOL_LIGER", "auto") != "0" and liger_works(device),
-        tf32=cuda and _switch("TUNEPOOL_TF32", "1") == "1" and torch.cuda.get_device_capability(device)[0] >= 8,
+        liger=cuda and not smallest and options.liger != "0" and liger_works(device, options.liger),
+        tf32=cuda and options.tf32 and torch.cuda.get_device_capability(device)[0] >= 8,
         optimizer=optimizer,
-        activation_offloading=cuda and smallest and _switch("TUNEPOOL_OFFLOAD", "1") == "1",
+        activation_offloading=cuda and smallest and options.activation_offloading,
     )
 
 
-def attention_implementation(device: str) -> str:
+def attention_implementation(device: str, wanted: str = "sdpa") -> str:
     """SDPA (PyTorch's fused attention; handles packed rows through its mask), or flash-attn 2 when installed."""
-    wanted = _switch("TUNEPOOL_ATTENTION", "sdpa")
     if wanted == "flash_attention_2" and not (device.startswith("cuda") and importlib.util.find_spec("flash_attn")):
         log.warning("flash_attention_2 asked for but flash_attn is not installed or no GPU; using sdpa")
         return "sdpa"
@@ -82,9 +86,9 @@ def apply_liger(model: Any) -> None:
 
 
 @functools.cache
-def liger_works(device: str) -> bool:
-    """Whether Liger imports and trains a tiny LoRA Llama on `device` to the same loss as without it."""
-    if _switch("TUNEPOOL_LIGER", "auto") == "1":
+def liger_works(device: str, switch: LigerSwitch = "auto") -> bool:
+    """Whether Liger imports and trains a tiny LoRA Llama on `device` to the same loss as without it ("1": forced)."""
+    if switch == "1":
         return importlib.util.find_spec("liger_kernel") is not None
     if not device.startswith("cuda") or importlib.util.find_spec("liger_kernel") is None:
         return False  # Liger's kernels are Triton: GPU only
@@ -113,7 +117,10 @@ def _liger_probe(device: str) -> bool:
 
     def loss_and_grad(liger: bool) -> tuple[float, float]:
         torch.manual_seed(0)
-        model = LlamaForCausalLM(config).to(device=device, dtype=torch.bfloat16)
+        # transformers leaves the model's __init__ unannotated, and types `.to` (wrapped by functools.wraps) as an
+        # unbound call; both calls are the documented ones.
+        built = LlamaForCausalLM(config)  # type: ignore[no-untyped-call]
+        model = built.to(device=device, dtype=torch.bfloat16)  # type: ignore[call-arg]
         if liger:
             apply_liger(model)
         peft = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
@@ -132,7 +139,3 @@ def _liger_probe(device: str) -> bool:
         # (apply_liger patches the run's own model when the probe passes).
         vars(modeling_llama).update(saved)
     return abs(plain_loss - liger_loss) < 0.02 * abs(plain_loss) and abs(plain_grad - liger_grad) < 0.05 * plain_grad
-
-
-def _switch(name: str, default: str) -> str:
-    return os.environ.get(name, default).strip().lower()

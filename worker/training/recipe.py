@@ -1,4 +1,5 @@
-"""The training recipe: spec + paths + reporter in, adapter (and merged model) out. No DB, no Celery, no HTTP.
+"""The training recipe: spec + paths + options + reporter in, adapter (and merged model) out. No DB, no Celery,
+no HTTP, no settings or environment (the caller passes the worker's switches as TrainingOptions).
 
 Reads top to bottom: load tokenizer and data → load the base (4-bit for QLoRA) → SFTTrainer with a LoRA
 adapter → save the adapter → optionally reload the base in 16-bit and merge. The training stack is imported
@@ -10,11 +11,9 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from core.schemas.metrics import StepMetrics
 from core.schemas.spec import JobSpec
 from worker.training.errors import (
     TrainingCancelled,
@@ -23,67 +22,26 @@ from worker.training.errors import (
     is_out_of_memory,
     out_of_memory,
 )
+from worker.training.interfaces import Reporter, TrainingOptions, TrainingPaths, TrainingResult
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = [
-    "Reporter",
-    "TrainingCancelled",
-    "TrainingError",
-    "TrainingPaths",
-    "TrainingPaused",
-    "TrainingResult",
-    "run_training",
-]
+__all__ = ["run_training"]
 
 
-@dataclass
-class TrainingPaths:
-    """Where the recipe reads from and writes to; all local."""
-
-    base_model: Path  # local HF model dir (config.json + safetensors + tokenizer files)
-    train_file: Path  # JSONL already validated at upload (all lines same format)
-    valid_file: Path | None
-    output_dir: Path  # the recipe writes output_dir/adapter/ and (if asked) output_dir/merged/
-    resume_from: Path | None = None  # a checkpoint-<step>/ dir: step, optimizer, scheduler, RNG and data continue
-
-
-class Reporter(Protocol):
-    """How the recipe talks to whoever runs it (a Celery task, a test, a benchmark)."""
-
-    def metrics(self, m: StepMetrics) -> None:
-        """Every logged step; eval steps carry valid_loss too."""
-
-    def event(self, message: str, data: dict[str, Any] | None = None) -> None:
-        """A human-readable milestone."""
-
-    def checkpoint(self, step: int, path: Path, metrics: StepMetrics | None) -> None:
-        """A full checkpoint dir was saved (adapter, optimizer, scheduler, RNG); copy it before it is rotated."""
-
-    def should_stop(self) -> bool | str | None:
-        """Polled each step: "pause" saves a checkpoint and raises TrainingPaused; any other truthy value
-        (True, "cancel") stops and raises TrainingCancelled."""
-
-
-@dataclass
-class TrainingResult:
-    """What a successful run produced."""
-
-    adapter_dir: Path
-    merged_dir: Path | None
-    steps: int
-    trained_tokens: int  # non-padding tokens of the training batches, all epochs
-    final_metrics: StepMetrics | None
-    batching: dict[str, Any] | None = None  # the batch plan and kernels chosen (worker/training/throughput.py)
-
-
-def run_training(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str = "auto") -> TrainingResult:
-    """Fine-tune `paths.base_model` on `paths.train_file` per `spec`.
+def run_training(
+    spec: JobSpec,
+    paths: TrainingPaths,
+    reporter: Reporter,
+    device: str = "auto",
+    options: TrainingOptions = TrainingOptions(),
+) -> TrainingResult:
+    """Fine-tune `paths.base_model` on `paths.train_file` per `spec`, with the worker's switches `options`.
 
     Raises TrainingError, TrainingCancelled or TrainingPaused."""
     try:
-        return _run(spec, paths, reporter, device)
+        return _run(spec, paths, reporter, device, options)
     except (TrainingError, TrainingCancelled, TrainingPaused):
         raise
     except Exception as exc:
@@ -94,8 +52,11 @@ def run_training(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device
         _free_memory()
 
 
-def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -> TrainingResult:
+def _run(
+    spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str, options: TrainingOptions
+) -> TrainingResult:
     import torch
+    from peft import PeftModel
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
@@ -108,7 +69,7 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
     tokenizer = _load_tokenizer(paths.base_model)
 
     max_len = spec.training.max_seq_length
-    prepared = throughput.load_data(paths, tokenizer, max_len, reporter)  # cached by content hash
+    prepared = throughput.load_data(paths, tokenizer, max_len, reporter, options.data_cache_dir)  # by content hash
     train, valid = prepared.train, prepared.valid
     reporter.event(
         f"Loaded {len(train.dataset)} training examples ({train.format.value})"
@@ -131,7 +92,8 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
     mode = spec.quantization.mode.value if quantized else "none"
     reporter.event(f"Loading base model {paths.base_model.name} ({mode}, {device})", {"quantization": mode})
     with _stage("loading the base model"):
-        model = _load_model(paths.base_model, quantization, config.training_dtype(spec, device, quantized), device)
+        dtype = config.training_dtype(spec, device, quantized)
+        model = _load_model(paths.base_model, quantization, dtype, device, options.attention)
     if quantized and device == "cpu":
         _keep_4bit_layout_trainable(model)
 
@@ -145,9 +107,10 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
         prepared,
         args,
         device=device,
-        default_optimizer=str(args.optim.value),
+        default_optimizer=_optimizer_name(args),
         reporter=reporter,
         resume_from=paths.resume_from,
+        options=options,
     )
     callback = ReporterCallback(reporter)
     try:
@@ -165,10 +128,13 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
             raise TrainingError("invalid_target_modules", f"{exc} Use 'attention' or 'all-linear'.") from exc
         raise
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; the reporter has them
-    throughput.install_backoff(trainer, reporter, tuning)  # an OOM step is retried with a halved micro-batch
+    # An OOM step is retried with a halved micro-batch.
+    throughput.install_backoff(trainer, reporter, tuning, options.inject_oom_tokens)
+    peft_model = trainer.model
+    assert isinstance(peft_model, PeftModel)  # SFTTrainer wraps the base in the adapter of `peft_config`
     if quantized and config.compute_dtype(spec, device) == torch.float32:
-        _adapter_to_float32(trainer.model)
-    trainable, total = trainer.model.get_nb_trainable_parameters()
+        _adapter_to_float32(peft_model)
+    trainable, total = peft_model.get_nb_trainable_parameters()
     reporter.event(
         f"LoRA adapter: {trainable:,} trainable parameters ({100 * trainable / total:.2f}% of {total:,})",
         {"trainable_params": trainable, "total_params": total},
@@ -198,7 +164,7 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
         "dataset_format": train.format.value,
         "quantization": mode,
         "device": device,
-        "optimizer": str(getattr(args.optim, "value", args.optim)),
+        "optimizer": _optimizer_name(args),
         "bf16": bool(args.bf16),
         "batching": tuning.as_dict(),
         "steps": steps,
@@ -208,17 +174,22 @@ def _run(spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str) -
     }
     adapter_dir = paths.output_dir / "adapter"
     reporter.event("Saving adapter")
-    save_adapter(trainer.model, tokenizer, adapter_dir, manifest, base_model_name=paths.base_model.name)
+    save_adapter(peft_model, tokenizer, adapter_dir, manifest, base_model_name=paths.base_model.name)
 
     merged_dir = None
     if "merged" in spec.artifacts:
-        del trainer, model  # free the 4-bit training model before loading the 16-bit base
+        del trainer, model, peft_model  # free the 4-bit training model before loading the 16-bit base
         _free_memory()
         reporter.event("Merging adapter into 16-bit base")
         with _stage("merging the adapter"):
             merged_dir = merge_adapter(paths.base_model, adapter_dir, paths.output_dir / "merged", device)
         reporter.event("Saved merged model")
     return TrainingResult(adapter_dir, merged_dir, steps, callback.tokens, callback.last, tuning.as_dict())
+
+
+def _optimizer_name(args: Any) -> str:
+    """The optimizer of an SFTConfig, by name (TrainingArguments turns `optim` into an OptimizerNames enum)."""
+    return str(getattr(args.optim, "value", args.optim))
 
 
 def _check_inputs(paths: TrainingPaths) -> None:
@@ -243,7 +214,7 @@ def _load_tokenizer(base_model: Path) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def _load_model(base_model: Path, quantization: Any, dtype: Any, device: str) -> PreTrainedModel:
+def _load_model(base_model: Path, quantization: Any, dtype: Any, device: str, attention: str) -> PreTrainedModel:
     """The base model on `device`, 4-bit when `quantization` is set."""
     from transformers import AutoModelForCausalLM
 
@@ -255,7 +226,7 @@ def _load_model(base_model: Path, quantization: Any, dtype: Any, device: str) ->
             quantization_config=quantization,
             dtype=dtype,
             device_map={"": device},
-            attn_implementation=attention_implementation(device),
+            attn_implementation=attention_implementation(device, attention),
         )
     except (OSError, ValueError, KeyError) as exc:
         raise TrainingError("invalid_model", f"Cannot load base model {base_model.name}: {exc}") from exc

@@ -16,12 +16,11 @@ from core.schemas.spec import JobSpec
 from worker.training import autosize, datacache, kernels, packing
 from worker.training.backoff import OomBackoff
 from worker.training.data import TokenizedData
+from worker.training.interfaces import Reporter, TrainingOptions, TrainingPaths
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
     from trl import SFTConfig
-
-    from worker.training.recipe import Reporter, TrainingPaths
 
 
 @dataclass
@@ -58,10 +57,15 @@ class PreparedData:
 
 
 def load_data(
-    paths: TrainingPaths, tokenizer: PreTrainedTokenizerBase, max_len: int, reporter: Reporter
+    paths: TrainingPaths,
+    tokenizer: PreTrainedTokenizerBase,
+    max_len: int,
+    reporter: Reporter,
+    cache_dir: Path | None = None,
 ) -> PreparedData:
     """Tokenise (or load from the content-hash cache) the train and validation files; report the time it took."""
-    root = datacache.cache_dir(paths.output_dir.parent.parent / ".data-cache")
+    # Without a configured cache, one beside the job's work dir (shared by the jobs of one work dir).
+    root = cache_dir or paths.output_dir.parent.parent / ".data-cache"
     started = time.perf_counter()
     train, hit = datacache.load_cached(paths.train_file, tokenizer, paths.base_model, max_len, root)
     valid = None
@@ -92,6 +96,7 @@ def tune(
     default_optimizer: str,
     reporter: Reporter,
     resume_from: Path | None = None,
+    options: TrainingOptions = TrainingOptions(),
 ) -> tuple[SFTConfig, Tuning]:
     """Choose packing, the batch plan and the kernels for this run; return the SFTConfig that carries them out."""
     t = spec.training
@@ -108,12 +113,13 @@ def tune(
         memory_mode=t.memory_mode,
         lora_rank=spec.lora.r,
         lora_targets=spec.lora.module_list(),
+        budget_gib=options.memory_budget_gib,
     )
     resumed_micro = _checkpoint_micro_batch(resume_from)
     if resumed_micro is not None:
         # The Trainer resumes mid-epoch by skipping micro-batches: they must be the size they were.
         plan = autosize.with_micro_batch(plan, resumed_micro, "kept from the checkpoint resumed")
-    choice = kernels.choose(device, default_optimizer, t.memory_mode)
+    choice = kernels.choose(device, default_optimizer, t.memory_mode, options)
     kernels.apply_tf32(choice)
     if choice.liger:
         kernels.apply_liger(model)
@@ -144,6 +150,6 @@ def _checkpoint_micro_batch(checkpoint: Path | None) -> int | None:
     return int(value) if value else None
 
 
-def install_backoff(trainer: Any, reporter: Reporter, tuning: Tuning) -> None:
+def install_backoff(trainer: Any, reporter: Reporter, tuning: Tuning, inject_oom_tokens: int | None = None) -> None:
     """Split micro-batches that run out of memory instead of failing the job."""
-    tuning.backoff = OomBackoff(trainer, reporter.event)
+    tuning.backoff = OomBackoff(trainer, reporter.event, inject_oom_tokens)

@@ -17,7 +17,7 @@
 
   function addEvent(e) {
     var li = document.createElement("li");
-    li.className = "lvl-" + e.level + " t-" + e.type + " fresh";
+    li.className = "lvl-" + e.level + " t-" + e.kind + " fresh";
     var t = document.createElement("time");
     t.textContent = new Date(e.created_at * 1000).toISOString().slice(0, 16).replace("T", " ") + " UTC";
     var m = document.createElement("span");
@@ -65,13 +65,13 @@
     if (seq <= lastSeq) return;
     lastSeq = seq;
     addEvent(e);
-    if (e.type === "metrics" && e.data) {
+    if (e.kind === "metrics" && e.data) {
       eachChart(function (c) { c.upsert(e.data); });
       if (e.data.total_steps) setProgress({ status: "running", progress: {
         step: e.data.step, total_steps: e.data.total_steps, tokens_per_s: e.data.tokens_per_s,
         percent: Math.round(1000 * e.data.step / e.data.total_steps) / 10 } });
     }
-    if (e.type === "status" && e.data && e.data.status) setStatus(e.data.status);
+    if (e.kind === "status" && e.data && e.data.status) setStatus(e.data.status);
   }
 
   function poll() {

@@ -11,7 +11,8 @@ import pytest
 
 from tests.worker.training.helpers import RecordingReporter, SpecFactory, chat_rows, write_jsonl
 from worker.training import TrainingPaths, run_training
-from worker.training.autosize import BUDGET_ENV, GIB, WORKSPACE_BYTES, ModelShape, estimate_bytes, plan_batches
+from worker.training.autosize import GIB, WORKSPACE_BYTES, ModelShape, estimate_bytes, plan_batches
+from worker.training.interfaces import TrainingOptions
 
 LLAMA_8B = ModelShape(hidden_size=4096, intermediate_size=14336, num_layers=32)
 LORA_STATES = 16 * 42_000_000  # r=16 all-linear on 8B, fp32 weights + grads + AdamW
@@ -76,19 +77,19 @@ def test_packed_plan_holds_the_effective_batch_in_examples(max_seq_length: int) 
     assert p.micro_batch * p.accumulation == 32 and p.row_tokens == 300
 
 
-def test_small_budget_trains_with_accumulation_on_cpu(
-    tiny_model: Path, tmp_path: Path, make_spec: SpecFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_small_budget_trains_with_accumulation_on_cpu(tiny_model: Path, tmp_path: Path, make_spec: SpecFactory) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", chat_rows(8))
     spec = make_spec(epochs=1, batch_size=8, training={"gradient_checkpointing": False})
     roomy = RecordingReporter()
     run_training(spec, TrainingPaths(tiny_model, train, None, tmp_path / "a"), roomy, device="cpu")
     # A budget with room for about a third of the 8-row micro-batch's activations.
     big_peak = roomy.event_data("Batch plan")["estimated_peak_bytes"]
-    monkeypatch.setenv(BUDGET_ENV, str((WORKSPACE_BYTES + (big_peak - WORKSPACE_BYTES) / 3) / GIB))
+    budget = TrainingOptions(memory_budget_gib=(WORKSPACE_BYTES + (big_peak - WORKSPACE_BYTES) / 3) / GIB)
     tight = RecordingReporter()
 
-    result = run_training(spec, TrainingPaths(tiny_model, train, None, tmp_path / "b"), tight, device="cpu")
+    result = run_training(
+        spec, TrainingPaths(tiny_model, train, None, tmp_path / "b"), tight, device="cpu", options=budget
+    )
 
     big, small = roomy.event_data("Batch plan"), tight.event_data("Batch plan")
     assert (big["micro_batch"], big["accumulation"]) == (8, 1)
@@ -100,7 +101,7 @@ def test_small_budget_trains_with_accumulation_on_cpu(
 
 
 def test_resumed_job_keeps_the_checkpoints_micro_batch(
-    tiny_model: Path, tmp_path: Path, make_spec: SpecFactory, monkeypatch: pytest.MonkeyPatch
+    tiny_model: Path, tmp_path: Path, make_spec: SpecFactory
 ) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", chat_rows(16))
     spec = make_spec(epochs=1, batch_size=8, training={"gradient_checkpointing": False, "save_every_steps": 1})
@@ -109,12 +110,11 @@ def test_resumed_job_keeps_the_checkpoints_micro_batch(
     checkpoint = first.checkpoints[0][1]
     # Less memory on the resuming worker would plan a smaller micro-batch; the Trainer's mid-epoch skip
     # counts micro-batches, so the checkpoint's size is kept (the OOM back-off still splits it if needed).
-    monkeypatch.setenv(BUDGET_ENV, "0.5")
+    small = TrainingOptions(memory_budget_gib=0.5)
     resumed = RecordingReporter()
 
-    result = run_training(
-        spec, TrainingPaths(tiny_model, train, None, tmp_path / "b", resume_from=checkpoint), resumed, device="cpu"
-    )
+    paths = TrainingPaths(tiny_model, train, None, tmp_path / "b", resume_from=checkpoint)
+    result = run_training(spec, paths, resumed, device="cpu", options=small)
 
     plan = resumed.event_data("Batch plan")
     assert plan["micro_batch"] == first.event_data("Batch plan")["micro_batch"] == 8

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from transformers import AutoTokenizer
 
 from tests.worker.training.helpers import RecordingReporter, SpecFactory, chat_rows, write_jsonl
 from worker.training import TrainingPaths, run_training
-from worker.training.datacache import CACHE_ENV, load_cached
+from worker.training.datacache import load_cached
+from worker.training.interfaces import TrainingOptions
 
 
 def test_second_run_hits_the_cache_and_trains_the_same(
-    tiny_model: Path, tmp_path: Path, make_spec: SpecFactory, monkeypatch: pytest.MonkeyPatch
+    tiny_model: Path, tmp_path: Path, make_spec: SpecFactory
 ) -> None:
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    options = TrainingOptions(data_cache_dir=tmp_path / "cache")
     train = write_jsonl(tmp_path / "train.jsonl", chat_rows(8))
     first, second = RecordingReporter(), RecordingReporter()
 
-    run_training(make_spec(epochs=1), TrainingPaths(tiny_model, train, None, tmp_path / "a"), first, device="cpu")
-    run_training(make_spec(epochs=1), TrainingPaths(tiny_model, train, None, tmp_path / "b"), second, device="cpu")
+    for out, reporter in ((tmp_path / "a", first), (tmp_path / "b", second)):
+        paths = TrainingPaths(tiny_model, train, None, out)
+        run_training(make_spec(epochs=1), paths, reporter, device="cpu", options=options)
 
     assert first.event_data("Prepared data")["data_cache_hit"] is False
     assert second.event_data("Prepared data")["data_cache_hit"] is True

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from worker.training import kernels
+from worker.training.interfaces import TrainingOptions
 
 
 def test_cpu_gets_sdpa_without_gpu_only_kernels() -> None:
@@ -21,15 +22,13 @@ def test_cpu_gets_sdpa_without_gpu_only_kernels() -> None:
     }
 
 
-def test_switches_pick_attention_and_optimizer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TUNEPOOL_ATTENTION", "eager")
-    monkeypatch.setenv("TUNEPOOL_OPTIM", "adamw_torch_fused")
+def test_switches_pick_attention_and_optimizer() -> None:
+    options = TrainingOptions(attention="eager", optimizer="adamw_torch_fused")
 
-    choice = kernels.choose("cpu", "adamw_torch", "auto")
+    choice = kernels.choose("cpu", "adamw_torch", "auto", options)
 
     assert (choice.attention, choice.optimizer) == ("eager", "adamw_torch_fused")
-    monkeypatch.setenv("TUNEPOOL_ATTENTION", "flash_attention_2")
-    assert kernels.attention_implementation("cpu") == "sdpa"  # flash-attn needs a GPU and its package
+    assert kernels.attention_implementation("cpu", "flash_attention_2") == "sdpa"  # needs a GPU and its package
 
 
 @pytest.mark.gpu
