@@ -12,8 +12,8 @@ import httpx
 import pytest
 from openai import NotFoundError, OpenAI
 
-from tests.conftest import TINY_MODEL
 from tests.contract.openai_spec import assert_conforms
+from tests.support.data import TINY_MODEL
 
 ROWS = [
     {"messages": [{"role": "user", "content": f"Say {w}"}, {"role": "assistant", "content": w}]}

@@ -4,16 +4,18 @@ Real processes (API, dispatcher, Celery worker) and the real tiny model, driven 
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import TINY_MODEL, TINY_TOOLS_MODEL
-from tests.fixtures.chat_records import CHAT, PARTS, TOOLS
+from tests.faultstack import FaultStack
+from tests.support.chat_records import CHAT, PARTS, TOOLS
+from tests.support.data import TINY_MODEL, TINY_TOOLS_MODEL, jsonl
+from tests.support.service import all_events, client_for, wait_status
+from tests.support.teams import TeamKey
 
 FAST = {"quantization": {"mode": "none"}, "lora": {"r": 8, "alpha": 16, "dropout": 0.0}}
 # A long, distinctive context turn: its tokens dominate its loss, so whether it was trained shows in that loss.
@@ -21,39 +23,32 @@ CONTEXT = "Lemon mango peach pear plum grape cherry banana apple."
 
 
 @pytest.fixture
-def http(running_service, team) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
-    headers = {"Authorization": f"Bearer {team.key}"}
-    with httpx.Client(base_url=running_service.base_url + "/v1", headers=headers, timeout=60) as client:
+def http(running_service: FaultStack, team: TeamKey, tiny_tools_model_dir: Path) -> Iterator[httpx.Client]:
+    """A client of the running service, which also serves the tiny model with a tools-capable chat template."""
+    from core.registry import BaseModel, register_model
+
+    register_model(
+        running_service.data_dir / "models.toml", BaseModel(name=TINY_TOOLS_MODEL, path=str(tiny_tools_model_dir))
+    )
+    with client_for(running_service.base_url, team.key) as client:
         yield client
 
 
 def upload(http: httpx.Client, rows: list[dict[str, Any]]) -> str:
-    body = "".join(json.dumps(r) + "\n" for r in rows).encode()
-    r = http.post("/files", files={"file": ("train.jsonl", body)}, data={"purpose": "fine-tune"})
+    r = http.post("/files", files={"file": ("train.jsonl", jsonl(rows))}, data={"purpose": "fine-tune"})
     assert r.status_code == 200, r.text
     return str(r.json()["id"])
 
 
-def run_job(http: httpx.Client, model: str, training_file: str, timeout: float = 600, **body: Any) -> dict[str, Any]:
+def run_job(http: httpx.Client, model: str, training_file: str, **body: Any) -> dict[str, Any]:
     """Create a job and wait until it has finished; returns the job object."""
     r = http.post("/fine_tuning/jobs", json={"model": model, "training_file": training_file, **FAST, **body})
     assert r.status_code == 200, r.text
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = http.get(f"/fine_tuning/jobs/{r.json()['id']}").json()
-        if job["status"] in ("succeeded", "failed", "cancelled"):
-            return dict(job)
-        time.sleep(0.5)
-    raise TimeoutError(f"job {r.json()['id']} is still {job['status']}")
-
-
-def events(http: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    """The job's events, oldest first."""
-    return list(reversed(http.get(f"/fine_tuning/jobs/{job_id}/events", params={"limit": 100}).json()["data"]))
+    return wait_status(http, r.json()["id"], {"succeeded", "failed", "cancelled"}, timeout=600)
 
 
 def event_data(http: httpx.Client, job_id: str, prefix: str) -> dict[str, Any]:
-    return next(e["data"] for e in events(http, job_id) if e["message"].startswith(prefix))
+    return next(e["data"] for e in all_events(http, job_id) if e["message"].startswith(prefix))
 
 
 def context_rows(weight: int) -> list[dict[str, Any]]:
@@ -131,7 +126,7 @@ def test_tool_calling_trains_on_a_tools_template_and_is_refused_before_a_worker_
     assert (refused["error"]["code"], refused["error"]["param"]) == ("invalid_training_file", "training_file")
     assert f"has 2 lines that cannot be trained on {TINY_MODEL}: line 2: " in refused["error"]["message"]
     assert "does not support tool calling" in refused["error"]["message"] and "line 4: " in refused["error"]["message"]
-    statuses = [e["data"]["status"] for e in events(http, refused["id"]) if e["kind"] == "status"]
+    statuses = [e["data"]["status"] for e in all_events(http, refused["id"]) if e["kind"] == "status"]
     assert statuses == ["validating_files", "failed"]  # never queued, so no worker claimed it
     assert trained["status"] == "succeeded", trained["error"]
     assert event_data(http, trained["id"], "Loaded")["loss_tokens"] > 0

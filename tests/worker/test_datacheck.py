@@ -10,9 +10,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from core.chat import normalize_messages, normalize_tools
-from tests.fixtures.chat_records import CHAT, PARTS
-from tests.fixtures.chat_records import TOOLS as TOOL_RECORD
 from tests.fixtures.tiny_model import CHAT_TEMPLATE, TOOLS_CHAT_TEMPLATE
+from tests.support.chat_records import CHAT, PARTS
+from tests.support.chat_records import TOOLS as TOOL_RECORD
 from worker.chat_template import ChatTemplate
 from worker.datacheck import check_lines
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import TINY_MODEL, TINY_TOOLS_MODEL
-from tests.fixtures.chat_records import CHAT, PARTS, TOOLS
+from tests.support.chat_records import CHAT, PARTS, TOOLS
+from tests.support.data import TINY_MODEL, TINY_TOOLS_MODEL
 from worker.validation import validate_new_jobs
 
 TOOLS_NO_PARALLEL = {**TOOLS, "parallel_tool_calls": False}

@@ -1,8 +1,9 @@
 """Tokenised datasets cached by content: the same file, tokenizer, max_seq_length and code load in milliseconds.
 
 Key = sha256 of the JSONL bytes + the tokenizer's files (vocabulary, merges, chat template) + max_seq_length + the
-source of data.py and core/chat.py + the transformers version (so a change to tokenisation invalidates every entry). Entries are
-written to a temporary dir and renamed into place, so a crash or a concurrent worker never leaves a half entry.
+source of data.py and core/chat.py + the transformers version (so a change to tokenisation invalidates every
+entry). Entries are written to a temporary dir and renamed into place, so a crash or a concurrent worker never
+leaves a half entry.
 The oldest entries beyond MAX_ENTRIES are removed.
 """
 

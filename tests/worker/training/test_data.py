@@ -9,7 +9,7 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from core.enums import DatasetFormat
-from tests.fixtures.chat_records import CHAT, PARTS, TOOLS
+from tests.support.chat_records import CHAT, PARTS, TOOLS
 from tests.worker.training.helpers import write_jsonl
 from worker.training.data import IGNORE_INDEX, load_dataset, tokenize_example
 from worker.training.errors import TrainingError
