@@ -5,26 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import KeysView
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.chatcheck import CHAT_RECORD_KEYS, BadRecord, check_chat, check_keys, json_type
 from core.enums import DatasetFormat
 from core.errors import InvalidFile, PayloadTooLarge
 
 MAX_DEPTH = 64
 _BOM = b"\xef\xbb\xbf"
-_ROLES = ("system", "developer", "user", "assistant")
-_MESSAGE_KEYS = frozenset({"role", "content", "name", "weight"})
-_PART_KEYS = frozenset({"type", "text"})
-# OpenAI's function-calling keys get their own message, so users see it is the feature, not a typo.
-_TOOL_KEYS = {"tools", "functions", "parallel_tool_calls", "tool_calls", "tool_call_id", "function_call"}
 _RECORD_KEYS = {
-    DatasetFormat.CHAT: frozenset({"messages"}),
+    DatasetFormat.CHAT: CHAT_RECORD_KEYS,
     DatasetFormat.PROMPT_COMPLETION: frozenset({"prompt", "completion"}),
     DatasetFormat.TEXT: frozenset({"text"}),
 }
+# A \u escape of a UTF-16 surrogate: only a line holding one can decode to a lone surrogate, which is not text.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # A whole string literal or one bracket: skipping strings keeps the brackets inside them from counting.
 _STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
@@ -60,10 +57,6 @@ class DatasetReport:
     lines: int
     bytes: int
     sha256: str
-
-
-class _Bad(Exception):
-    """Why the record being checked is invalid; caught per line and turned into a LineProblem."""
 
 
 class JsonlValidator:
@@ -148,19 +141,19 @@ class JsonlValidator:
             record = _parse(raw, offset)
             fmt = detect_format(record)
             if fmt is None:
-                raise _Bad("expected one of {messages}, {prompt, completion} or {text}")
+                raise BadRecord("expected one of {messages}, {prompt, completion} or {text}")
             if self._format is None:
                 self._format, self._format_line = fmt, self._line_no
             elif fmt is not self._format:
                 first = f"the file's first record (line {self._format_line}) is {self._format}"
-                raise _Bad(f"line is {fmt} but {first}; a file must use one format")
-            if len(record) > len(_RECORD_KEYS[fmt]):  # detect_format saw the format's keys: more are extra
-                _check_keys(record.keys(), _RECORD_KEYS[fmt], "")
+                raise BadRecord(f"line is {fmt} but {first}; a file must use one format")
+            if not record.keys() <= _RECORD_KEYS[fmt]:
+                check_keys(record.keys(), _RECORD_KEYS[fmt], "")
             if fmt is DatasetFormat.CHAT:
-                _check_chat(record)
+                check_chat(record)
             else:
                 _check_strings(record)
-        except _Bad as bad:
+        except BadRecord as bad:
             self._problem(str(bad))
 
     def _start_record(self) -> None:
@@ -192,21 +185,40 @@ def _parse(raw: bytes, offset: int) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise _Bad(f"not valid UTF-8 at byte offset {offset + error.start} of the file") from None
+        raise BadRecord(f"not valid UTF-8 at byte offset {offset + error.start} of the file") from None
     # Counting brackets is cheap; only a line that could be too deep pays for the exact scan.
     if text.count("{") + text.count("[") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
-        raise _Bad(f"JSON is nested more than {MAX_DEPTH} levels deep")
+        raise BadRecord(f"JSON is nested more than {MAX_DEPTH} levels deep")
     try:  # raw_decode, not loads: the same parse without two regex passes per line
         value, end = _DECODER.raw_decode(text, len(text) - len(text.lstrip(" \t\r")))
     except json.JSONDecodeError as error:
-        raise _Bad(f"invalid JSON: {error.msg} at column {error.colno}") from None
+        raise BadRecord(f"invalid JSON: {error.msg} at column {error.colno}") from None
     except (ValueError, RecursionError) as error:  # NaN/Infinity, integers over 4300 digits
-        raise _Bad(f"invalid JSON: {error}") from None
+        raise BadRecord(f"invalid JSON: {error}") from None
     if rest := text[end:].lstrip(" \t\r"):
-        raise _Bad(f"invalid JSON: Extra data at column {len(text) - len(rest) + 1}")
+        raise BadRecord(f"invalid JSON: Extra data at column {len(text) - len(rest) + 1}")
     if not isinstance(value, dict):
-        raise _Bad(f"expected a JSON object, got {_json_type(value)}")
+        raise BadRecord(f"expected a JSON object, got {json_type(value)}")
+    if _SURROGATE_ESCAPE.search(text):
+        _check_no_surrogate(value)
     return value
+
+
+def _check_no_surrogate(value: object) -> None:
+    """Refuse a lone UTF-16 surrogate (e.g. "\\ud800"): JSON allows the escape, but it is not text to train on."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            code = ord(value[error.start])
+            raise BadRecord(f"lone UTF-16 surrogate \\u{code:04x} in a string: not valid text") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_no_surrogate(key)
+            _check_no_surrogate(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_no_surrogate(item)
 
 
 def _reject_constant(name: str) -> Any:
@@ -228,79 +240,9 @@ def _depth(text: str) -> int:
     return depth
 
 
-def _json_type(value: object) -> str:
-    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def _check_keys(keys: KeysView[str], allowed: frozenset[str], where: str) -> None:
-    if extra := sorted(keys - allowed, key=lambda key: (key not in _TOOL_KEYS, key)):
-        if extra[0] in _TOOL_KEYS:
-            raise _Bad(f"{where}'{extra[0]}' is not supported: tunepool does not train tool calling")
-        raise _Bad(f"{where}unexpected key '{extra[0]}' (allowed: {', '.join(sorted(allowed))})")
-
-
 def _check_strings(record: dict[str, Any]) -> None:
     for key, value in record.items():  # only the format's own keys are left by now
         if not isinstance(value, str):
-            raise _Bad(f"{key} must be a string, got {_json_type(value)}")
+            raise BadRecord(f"{key} must be a string, got {json_type(value)}")
         if key != "prompt" and not value.strip():  # an empty prompt is fine, an empty target is not
-            raise _Bad(f"{key} is empty")
-
-
-def _check_chat(record: dict[str, Any]) -> None:
-    messages = record["messages"]
-    if not isinstance(messages, list):
-        raise _Bad(f"messages must be an array, got {_json_type(messages)}")
-    if not messages:
-        raise _Bad("messages is empty")
-    teaches: list[bool] = []  # one per assistant turn: has it content and weight 1
-    for i, message in enumerate(messages):
-        try:
-            _check_message(message, teaches)
-        except _Bad as bad:  # the "messages[i]" prefix is built for errors only, not for every message
-            raise _Bad(f"messages[{i}]{bad}") from None
-    if not teaches:
-        raise _Bad("no assistant turn: nothing to learn from")
-    if not any(teaches):
-        raise _Bad("every assistant turn is empty or has weight 0: nothing to learn from")
-
-
-def _check_message(message: object, teaches: list[bool]) -> None:
-    if not isinstance(message, dict):
-        raise _Bad(f" must be an object, got {_json_type(message)}")
-    _check_keys(message.keys(), _MESSAGE_KEYS, ": ")
-    role = message.get("role")
-    if not isinstance(role, str):
-        raise _Bad(f": role must be a string, got {_json_type(role)}")
-    if role not in _ROLES:
-        raise _Bad(f": unknown role '{role[:40]}' (expected system, developer, user or assistant)")
-    if "content" not in message:
-        raise _Bad(" has no content")
-    content = _content_text(message["content"])
-    if not isinstance(message.get("name", ""), str):
-        raise _Bad(": name must be a string")
-    if "weight" in message and role != "assistant":
-        raise _Bad(": weight is only allowed on assistant messages")
-    weight = message.get("weight", 1)
-    if type(weight) is not int or weight not in (0, 1):  # not bool: true/false are not OpenAI's weights
-        raise _Bad(": weight must be 0 or 1")
-    if role == "assistant":
-        teaches.append(weight == 1 and bool(content.strip()))
-
-
-def _content_text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if not isinstance(content, list):
-        raise _Bad(f".content must be a string or an array of text parts, got {_json_type(content)}")
-    for j, part in enumerate(content):
-        if not isinstance(part, dict):
-            raise _Bad(f".content[{j}] must be an object, got {_json_type(part)}")
-        if (kind := part.get("type")) != "text":
-            shown = f"'{kind[:40]}'" if isinstance(kind, str) else _json_type(kind)
-            raise _Bad(f".content[{j}]: part type {shown} is not supported (only 'text')")
-        _check_keys(part.keys(), _PART_KEYS, f".content[{j}]: ")
-        if not isinstance(part.get("text"), str):
-            raise _Bad(f".content[{j}].text must be a string")
-    return "".join(part["text"] for part in content)
+            raise BadRecord(f"{key} is empty")

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from tests import servers
-from tests.fixtures.tiny_model import build_tiny_llama
-from tests.support.data import TINY_MODEL
+from tests.fixtures.tiny_model import TOOLS_CHAT_TEMPLATE, build_tiny_llama, with_chat_template
+from tests.support.data import TINY_MODEL, TINY_TOOLS_MODEL
 from tests.support.env import settings_env
 from tests.support.teams import TeamKey, create_team
 
@@ -37,7 +37,13 @@ def tiny_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def service_urls(data_dir: Path, tiny_model_dir: Path) -> Iterator[tuple[str, str]]:
+def tiny_tools_model_dir(tiny_model_dir: Path) -> Path:
+    """The tiny model with a chat template that renders tools, tool calls and tool results."""
+    return with_chat_template(tiny_model_dir, tiny_model_dir.with_name(TINY_TOOLS_MODEL), TOOLS_CHAT_TEMPLATE)
+
+
+@pytest.fixture(scope="session")
+def service_urls(data_dir: Path, tiny_model_dir: Path, tiny_tools_model_dir: Path) -> Iterator[tuple[str, str]]:
     """Point this process's settings at a fresh database and Redis db; migrate; register the tiny model."""
     from core.registry import BaseModel, register_model
     from db.migrate import upgrade
@@ -51,6 +57,7 @@ def service_urls(data_dir: Path, tiny_model_dir: Path) -> Iterator[tuple[str, st
     env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "TUNEPOOL_DATA_DIR": str(data_dir)}
     with settings_env(**env, TUNEPOOL_QUEUE_NAME=queue):
         register_model(data_dir / "models.toml", BaseModel(name=TINY_MODEL, path=str(tiny_model_dir)))
+        register_model(data_dir / "models.toml", BaseModel(name=TINY_TOOLS_MODEL, path=str(tiny_tools_model_dir)))
         yield db_url, redis_url
     servers.drop_database(admin, db_url)
 

@@ -13,46 +13,21 @@ import redis
 from sqlalchemy.orm import Session
 
 from core import scheduling
-from core.enums import ErrorSide, JobStatus
+from core.enums import JobStatus
 from core.logging import configure_logging
 from core.placement import Slot, requirement_of
 from core.schemas.spec import ResourceSpec
 from core.settings import get_settings
 from core.storage import configured_store
 from core.tasks import RUN_JOB_TASK, dispatch_doorbell, gpu_queue, worker_queue
-from db import lifecycle
 from db.models import TeamQuota
-from db.repositories import files, jobs, quotas, usage, workers
+from db.repositories import jobs, quotas, usage, workers
 from db.session import unit_of_work
 from worker import dbretry, reaper, uploads_sweeper
 from worker import webhooks as webhooks_sender
+from worker.validation import validate_new_jobs
 
 log = logging.getLogger(__name__)
-
-
-def validate_new_jobs() -> int:
-    """Move `validating_files` jobs whose files are stored to `queued`; fail the others."""
-    store = configured_store(get_settings())
-    with unit_of_work() as session:
-        pending = jobs.jobs_awaiting_validation(session)
-        for job in pending:
-            ids = [i for i in (job.training_file_id, job.validation_file_id) if i]
-            missing = [
-                i
-                for i in ids
-                if not ((f := files.get_file_any_team(session, i)) and store.exists(f.storage_key))
-            ]
-            if missing:
-                error = {
-                    "code": "invalid_file",
-                    "message": f"file {missing[0]} is missing from storage",
-                    "param": "training_file",
-                    "side": ErrorSide.SYSTEM.value,
-                }
-                lifecycle.fail(session, job.id, error, stage=JobStatus.VALIDATING_FILES)
-                continue
-            lifecycle.queue(session, job.id)
-        return len(pending)
 
 
 def dispatch(send: Sender) -> list[str]:
@@ -66,9 +41,7 @@ def dispatch(send: Sender) -> list[str]:
             log.warning("placing again jobs whose message went unclaimed: %s", resent)
         workers.release_stale_reservations(session)
         usage.close_orphans(session)
-        idle = workers.lock_idle_workers(
-            session, now - timedelta(seconds=settings.worker_lost_seconds), gpu_queue()
-        )
+        idle = workers.lock_idle_workers(session, now - timedelta(seconds=settings.worker_lost_seconds), gpu_queue())
         if not idle:
             return []
         # A few more than the idle workers per team, so jobs that fit no idle GPU cannot block the rest.

@@ -65,8 +65,7 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
         except TrainingPaused as exc:
             return JobOutcome(status="paused", step=exc.step)
         except TrainingError as exc:
-            side = ErrorSide.USER if exc.code != "out_of_memory" else ErrorSide.SYSTEM
-            return JobOutcome.failed(exc.code, str(exc), side)
+            return training_failure(exc)
         reporter.event("Publishing artifacts")
         final = result.final_metrics.model_dump(exclude_none=True) if result.final_metrics else {}
         published: list[PublishedArtifact] = []
@@ -128,6 +127,11 @@ def _forget_steps_after(job_id: str, step: int) -> None:
     dropped = retry_db(forget, f"drop the steps of job {job_id} after {step}")
     if dropped:
         log.info("dropped %d metrics events after step %d; they will be trained again", dropped, step)
+
+
+def training_failure(exc: TrainingError) -> JobOutcome:
+    """The outcome of a failed run: the error's own code, message and side (the user's data or the system)."""
+    return JobOutcome.failed(exc.code, str(exc), exc.side)
 
 
 if __name__ == "__main__":

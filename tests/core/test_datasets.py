@@ -25,6 +25,14 @@ PROMPT = {"prompt": "2 + 2 =", "completion": " 4"}
 TEXT = {"text": "Once upon a time."}
 
 
+ASSISTANT = {"role": "assistant", "content": "a"}
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def call(call_id: str, arguments: str = '{"city": "Paris"}') -> dict[str, object]:
+    return {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": arguments}}
+
+
 def jsonl(*records: object) -> bytes:
     return b"".join(json.dumps(record).encode() + b"\n" for record in records)
 
@@ -69,6 +77,34 @@ def test_chat_accepts_openai_variants() -> None:
         ),
     )
     assert validate(data).lines == 3
+
+
+def test_chat_accepts_openai_tool_calling() -> None:
+    tool_turns = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [call("c1"), call("c2", '{"city": "Lyon"}')]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+        {"role": "tool", "tool_call_id": "c2", "content": "20C"},
+        {"role": "assistant", "content": "18C in Paris, 20C in Lyon.", "weight": 1},
+    ]
+    legacy = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "function_call": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+        {"role": "function", "name": "get_weather", "content": "18C"},
+        {"role": "assistant", "content": "18C.", "weight": 0},
+        {"role": "user", "content": "Thanks"},
+        {"role": "assistant", "content": "You are welcome."},
+    ]
+    data = jsonl(
+        {"messages": tool_turns, "tools": [TOOL], "parallel_tool_calls": True},
+        {"messages": legacy, "functions": [TOOL["function"]]},
+        {"messages": tool_turns[:2] + tool_turns[2:3] + [{"role": "assistant", "tool_calls": [call("c3")]}]},
+    )
+    assert validate(data).lines == 3
+
+
+def test_paired_surrogate_escapes_are_text() -> None:
+    assert validate(b'{"text": "emoji \\ud83d\\ude00 and a literal \\\\ud800"}\n').lines == 1
 
 
 def test_json_whitespace_around_a_record_is_fine() -> None:
@@ -137,8 +173,8 @@ BAD_LINES = {
     "no role": (CHAT, jsonl(chat({"content": "hi"})).strip(), "messages[0]: role must be a string, got null"),
     "unknown role": (
         CHAT,
-        jsonl(chat({"role": "tool", "content": "42"})).strip(),
-        "messages[0]: unknown role 'tool' (expected system, developer, user or assistant)",
+        jsonl(chat({"role": "robot", "content": "42"})).strip(),
+        "messages[0]: unknown role 'robot' (expected system, developer, user, assistant, tool or function)",
     ),
     "no content": (CHAT, jsonl(chat({"role": "user"})).strip(), "messages[0] has no content"),
     "content a number": (
@@ -159,7 +195,7 @@ BAD_LINES = {
     "unknown message key": (
         CHAT,
         jsonl(chat({"role": "user", "content": "a", "lang": "en"})).strip(),
-        "messages[0]: unexpected key 'lang' (allowed: content, name, role, weight)",
+        "messages[0]: unexpected key 'lang' (allowed: content, name, role)",
     ),
     "weight on user": (
         CHAT,
@@ -191,15 +227,47 @@ BAD_LINES = {
         jsonl(chat({"role": "assistant", "content": "a", "weight": 0})).strip(),
         "every assistant turn is empty or has weight 0: nothing to learn from",
     ),
-    "tools": (
+    "lone surrogate": (
         CHAT,
-        jsonl({**CHAT, "tools": []}).strip(),
-        "'tools' is not supported: tunepool does not train tool calling",
+        jsonl(chat({"role": "user", "content": "a"}, {"role": "assistant", "content": "x\ud800y"})).strip(),
+        "lone UTF-16 surrogate \\ud800 in a string: not valid text",
     ),
-    "tool calls": (
+    "tools empty": (CHAT, jsonl({**CHAT, "tools": []}).strip(), "tools must be a non-empty array"),
+    "tool not a function": (
+        CHAT,
+        jsonl({**CHAT, "tools": [{"type": "retrieval"}]}).strip(),
+        "tools[0].type must be 'function'",
+    ),
+    "tools and functions": (
+        CHAT,
+        jsonl({**CHAT, "tools": [TOOL], "functions": [TOOL["function"]]}).strip(),
+        "give tools or functions, not both",
+    ),
+    "tool calls empty": (
         CHAT,
         jsonl(chat({"role": "assistant", "content": "a", "tool_calls": []})).strip(),
-        "messages[0]: 'tool_calls' is not supported: tunepool does not train tool calling",
+        "messages[0].tool_calls must be a non-empty array",
+    ),
+    "arguments not JSON": (
+        CHAT,
+        jsonl(chat({"role": "assistant", "tool_calls": [call("c1", "{city")]})).strip(),
+        "messages[0].tool_calls[0].function.arguments is not valid JSON",
+    ),
+    "tool answers no call": (
+        CHAT,
+        jsonl(chat({"role": "tool", "tool_call_id": "c9", "content": "1"}, ASSISTANT)).strip(),
+        "messages[0]: tool_call_id 'c9' answers no earlier tool call",
+    ),
+    "parallel calls refused": (
+        CHAT,
+        jsonl({**chat({"role": "assistant", "tool_calls": [call("1"), call("2")]}), "parallel_tool_calls": False})
+        .strip(),
+        "messages[0].tool_calls has 2 calls but parallel_tool_calls is false",
+    ),
+    "tool_calls on user": (
+        CHAT,
+        jsonl(chat({"role": "user", "content": "a", "tool_calls": [call("c1")]})).strip(),
+        "messages[0]: unexpected key 'tool_calls' (allowed: content, name, role)",
     ),
 }
 

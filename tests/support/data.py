@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 TINY_MODEL = "tiny-llama"
+TINY_TOOLS_MODEL = "tiny-llama-tools"  # the same weights; its chat template renders tools and tool calls
 CHAT = [
     {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
     {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]},

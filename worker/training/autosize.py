@@ -1,10 +1,11 @@
 """Batch plan from memory: micro-batch (rows, tokens), gradient accumulation and checkpointing that fit the device.
 
 Mapping from the spec: `hyperparameters.batch_size × training.gradient_accumulation_steps` is the effective batch
-in *examples* per optimizer step. Packed, that is converted to rows of `max_seq_length` tokens carrying the same
-number of tokens (effective examples × mean example length ÷ row length), so a step sees about as much data as it
-would unpacked. The rows of a step are split into `accumulation` micro-batches of `micro_batch` rows each; the
-largest micro-batch whose estimated peak fits the memory budget wins, checkpointing only when it has to.
+in *examples* per optimizer step, packed or not, so an epoch has ⌈N ÷ effective batch⌉ steps and learning-rate
+schedules mean what the user set. The examples of a step are split into `accumulation` micro-batches of
+`micro_batch` examples each: padded rows unpacked, or one flat padding-free row of whole examples packed
+(packing.py). The largest micro-batch whose estimated peak fits the memory budget wins, checkpointing only when it
+has to.
 
 Torch-free: the recipe measures the model and the device and passes numbers in, so the planner is unit-testable.
 """
@@ -53,9 +54,9 @@ class ModelShape:
 class BatchPlan:
     """The batching the recipe trains with; shown on the job (event data, tunepool.json, TrainingResult)."""
 
-    micro_batch: int  # rows per forward/backward
+    micro_batch: int  # examples per forward/backward (packed: flattened into one padding-free row)
     accumulation: int  # micro-batches per optimizer step
-    row_tokens: int  # tokens per row (max_seq_length when packed; the longest example otherwise)
+    row_tokens: int  # the longest example's tokens: a micro-batch holds at most micro_batch × row_tokens
     packing: bool
     gradient_checkpointing: bool
     effective_examples: int  # what the user asked for per step (batch_size × gradient_accumulation_steps)
@@ -87,14 +88,6 @@ def estimate_bytes(
     return fixed_bytes + WORKSPACE_BYTES + tokens * shape.token_bytes(checkpointing) + mask
 
 
-def rows_per_step(effective_examples: int, lengths: list[int], row_tokens: int, packing: bool) -> int:
-    """Rows an optimizer step should hold to carry about `effective_examples` examples' worth of tokens."""
-    if not packing:
-        return effective_examples
-    mean = sum(lengths) / len(lengths)
-    return max(1, math.ceil(effective_examples * mean / row_tokens))
-
-
 def modelled_speed(micro_tokens: int, checkpointing: bool) -> float:
     """Relative tokens/s of a micro-batch size: fixed costs amortise with size; checkpointing recomputes."""
     speed = micro_tokens / (micro_tokens + HALF_EFFICIENCY_TOKENS)
@@ -118,10 +111,9 @@ def plan_batches(
 
     `checkpointing` None lets the planner choose; True/False is the user's explicit choice. Nothing fits at all →
     micro-batch 1 with checkpointing (the smallest plan), and the OOM back-off has the last word."""
-    row_tokens = max_seq_length if packing else min(max_seq_length, max(lengths))
-    # A step never holds more rows than the dataset has (a small file with a large batch_size).
-    total_rows = math.ceil(sum(lengths) / row_tokens) if packing else len(lengths)
-    step_rows = min(rows_per_step(effective_examples, lengths, row_tokens, packing), max(1, total_rows))
+    row_tokens = min(max_seq_length, max(lengths))
+    # A step never holds more examples than the dataset has (a small file with a large batch_size).
+    step_rows = max(1, min(effective_examples, len(lengths)))
     base = BatchPlan(
         1, step_rows, row_tokens, packing, checkpointing is not False, effective_examples, budget_bytes, 0, memory_mode
     )

@@ -17,6 +17,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from core.chat import normalize_messages, normalize_tools
 from core.datasets import detect_format
 from core.enums import DatasetFormat
 from worker.training.errors import TrainingError
@@ -38,9 +39,9 @@ class TokenizedData:
     dropped: int  # examples left with no loss token after truncation
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The file's records, skipping blank lines; a bad line is the user's error, with its line number."""
-    records: list[dict[str, Any]] = []
+def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The file's records with their line numbers, skipping blank lines; a bad line is the user's error."""
+    records: list[tuple[int, dict[str, Any]]] = []
     with path.open(encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
@@ -51,7 +52,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 raise TrainingError("invalid_dataset", f"{path.name} line {number}: not JSON ({exc.msg}).") from exc
             if not isinstance(record, dict):
                 raise TrainingError("invalid_dataset", f"{path.name} line {number}: expected a JSON object.")
-            records.append(record)
+            records.append((number, record))
     if not records:
         raise TrainingError("invalid_dataset", f"{path.name} has no examples.")
     return records
@@ -61,12 +62,14 @@ def tokenize_example(
     record: dict[str, Any], fmt: DatasetFormat, tokenizer: PreTrainedTokenizerBase
 ) -> dict[str, list[int]]:
     """One record → untruncated `input_ids` and `labels` (IGNORE_INDEX off the trained part)."""
+    tools = normalize_tools(record)
     if fmt == DatasetFormat.CHAT:
-        return _tokenize_chat(tokenizer, record["messages"], record.get("tools"), first_trainable=0)
+        return _tokenize_chat(tokenizer, normalize_messages(record["messages"]), tools, first_trainable=0)
     if fmt == DatasetFormat.PROMPT_COMPLETION:
         prompt, completion = record["prompt"], record["completion"]
         if isinstance(prompt, list) and isinstance(completion, list):  # conversational prompt-completion
-            return _tokenize_chat(tokenizer, prompt + completion, record.get("tools"), first_trainable=len(prompt))
+            messages = normalize_messages(prompt + completion)
+            return _tokenize_chat(tokenizer, messages, tools, first_trainable=len(prompt))
         return _tokenize_plain(tokenizer, str(prompt) + str(completion), loss_from=len(str(prompt)))
     return _tokenize_plain(tokenizer, str(record["text"]), loss_from=0)
 
@@ -74,7 +77,7 @@ def tokenize_example(
 def load_dataset(path: Path, tokenizer: PreTrainedTokenizerBase, max_seq_length: int) -> TokenizedData:
     """Read, detect the format (from the first record), tokenize and truncate a JSONL file."""
     records = read_jsonl(path)
-    fmt = detect_format(records[0])
+    fmt = detect_format(records[0][1])
     if fmt is None:
         raise TrainingError(
             "invalid_dataset", f"{path.name}: records need 'messages', 'prompt'+'completion' or 'text'."
@@ -85,11 +88,13 @@ def load_dataset(path: Path, tokenizer: PreTrainedTokenizerBase, max_seq_length:
         )
     columns: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
     tokens = loss_tokens = truncated = dropped = 0
-    for number, record in enumerate(records, start=1):
+    for number, record in records:
         try:
             example = tokenize_example(record, fmt, tokenizer)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TrainingError("invalid_dataset", f"{path.name} example {number}: {exc!r}") from exc
+        except Exception as exc:  # noqa: BLE001 - a template's TemplateError as much as a TypeError: the line's fault
+            raise TrainingError(
+                "invalid_dataset", f"{path.name} line {number} cannot be rendered or tokenized: {exc!r}"
+            ) from exc
         if len(example["input_ids"]) > max_seq_length:
             truncated += 1
             example = {k: v[:max_seq_length] for k, v in example.items()}
@@ -153,7 +158,10 @@ def _assistant_spans(
     text: str,
     first_trainable: int,
 ) -> list[Span]:
-    """Character spans of the trained assistant turns in `text`, each with its end-of-turn marker."""
+    """Character spans of the trained assistant turns in `text`, each with its end-of-turn marker.
+
+    A turn with OpenAI's `weight: 0` is context, not a target: it is located (so a later turn with the same
+    words is not mistaken for it) but not trained."""
     spans: list[Span] = []
     cursor = 0
     for i, message in enumerate(messages):
@@ -163,7 +171,8 @@ def _assistant_spans(
             text, message.get("content"), cursor
         )
         if span is not None:
-            spans.append(span)
+            if message.get("weight", 1) != 0:
+                spans.append(span)
             cursor = span[1]
     return spans
 

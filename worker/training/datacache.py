@@ -1,8 +1,9 @@
 """Tokenised datasets cached by content: the same file, tokenizer, max_seq_length and code load in milliseconds.
 
 Key = sha256 of the JSONL bytes + the tokenizer's files (vocabulary, merges, chat template) + max_seq_length + the
-source of data.py + the transformers version (so a change to tokenisation invalidates every entry). Entries are
-written to a temporary dir and renamed into place, so a crash or a concurrent worker never leaves a half entry.
+source of data.py and core/chat.py + the transformers version (so a change to tokenisation invalidates every
+entry). Entries are written to a temporary dir and renamed into place, so a crash or a concurrent worker never
+leaves a half entry.
 The oldest entries beyond MAX_ENTRIES are removed.
 """
 
@@ -20,6 +21,7 @@ import transformers
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from core import chat
 from core.enums import DatasetFormat
 from worker.training import data
 from worker.training.data import TokenizedData
@@ -48,6 +50,7 @@ def cache_key(path: Path, tokenizer_dir: Path, max_seq_length: int) -> str:
             h.update(name.encode() + file.read_bytes())
     h.update(f"max_seq_length={max_seq_length}".encode())
     h.update(Path(data.__file__).read_bytes())
+    h.update(Path(chat.__file__).read_bytes())  # the normal form records are rendered in (text parts, tool calls)
     h.update(f"transformers={transformers.__version__}".encode())  # its tokenizers and chat templating
     return h.hexdigest()[:32]
 

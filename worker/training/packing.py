@@ -1,9 +1,12 @@
-"""Packing: best-fit-decreasing rows of `max_seq_length` tokens, trained padding-free, when padding would waste.
+"""Packing: each micro-batch's examples flattened into one padding-free row, when padding would waste.
 
-TRL does the work (`packing_strategy="bfd"` + `padding_free`): it packs our pre-tokenized `input_ids` + `labels`
-as they are (so completion-only and assistant-only masks survive), restarts `position_ids` at every example, and
-masks the label of each example's first token, so no example attends to or is trained to predict across its
-neighbour. Examples are already truncated to max_seq_length by `data.load_dataset`, so BFD never cuts one.
+TRL's padding-free collator does the work: it concatenates a micro-batch's pre-tokenized `input_ids` + `labels` as
+they are (so completion-only, assistant-only and weight-0 masks survive), restarts `position_ids` at every example
+and masks the label of each example's first token; the attention (varlen flash kernels, or the block-diagonal mask
+transformers builds from the position ids) keeps each example to itself. Unlike packing into fixed rows of
+`max_seq_length` tokens (TRL's BFD), a micro-batch is a number of *examples*, so `batch_size` means examples per
+step whatever `max_seq_length` is: 16 short examples at batch size 4 are 4 optimizer steps, not one full row. No
+token is padding either way. Examples are already truncated to max_seq_length by `data.load_dataset`.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ def should_pack(requested: bool | None, lengths: list[int]) -> bool:
 
 
 def sft_packing_args(pack: bool) -> dict[str, Any]:
-    """SFTConfig fields for packed (BFD, padding-free) or plain padded batches."""
+    """SFTConfig fields for padding-free (flattened examples) or plain padded batches."""
     if pack:
-        return {"packing": True, "packing_strategy": "bfd", "padding_free": True}
+        # TRL enforces no max_length on padding-free batches (it refuses one); data.load_dataset truncated them.
+        return {"packing": False, "padding_free": True, "max_length": None}
     return {"packing": False, "padding_free": False}

@@ -8,13 +8,19 @@ from typing import Any
 import pytest
 
 from core.schemas.spec import JobSpec, ResolvedHyperparameters
-from tests.fixtures.tiny_model import build_tiny_llama
+from tests.fixtures.tiny_model import TOOLS_CHAT_TEMPLATE, build_tiny_llama, with_chat_template
 from tests.worker.training.helpers import SpecFactory, chat_rows, write_jsonl
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_llama(tmp_path_factory.getbasetemp() / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_tools_model(tiny_model: Path) -> Path:
+    """The tiny model with a chat template that renders tools, tool calls and tool results."""
+    return with_chat_template(tiny_model, tiny_model.with_name("tiny-llama-tools"), TOOLS_CHAT_TEMPLATE)
 
 
 @pytest.fixture

@@ -7,6 +7,8 @@ import itertools
 import math
 from pathlib import Path
 
+import pytest
+
 from tests.worker.training.helpers import RecordingReporter, SpecFactory, chat_rows, write_jsonl
 from worker.training import TrainingPaths, run_training
 from worker.training.autosize import GIB, WORKSPACE_BYTES, ModelShape, estimate_bytes, plan_batches
@@ -59,20 +61,20 @@ def test_checkpointing_only_when_needed_and_min_mode_is_smallest() -> None:
     assert plan(120, 2048, checkpointing=True).gradient_checkpointing  # the user's explicit choice wins
 
 
-def test_packed_plan_counts_rows_by_tokens() -> None:
-    lengths = [300] * 1000
+@pytest.mark.parametrize("max_seq_length", [512, 2048, 8192])
+def test_packed_plan_holds_the_effective_batch_in_examples(max_seq_length: int) -> None:
     p = plan_batches(
         shape=LLAMA_8B,
         budget_bytes=100 * GIB,
         fixed_bytes=LORA_STATES,
-        lengths=lengths,
-        max_seq_length=2048,
+        lengths=[300] * 1000,
+        max_seq_length=max_seq_length,
         effective_examples=32,
         packing=True,
     )
 
-    # 32 examples × 300 tokens ≈ 4.7 rows of 2048 → 5 rows a step.
-    assert p.row_tokens == 2048 and p.micro_batch * p.accumulation == 5
+    # 32 examples a step whatever the row length: packing removes padding, it does not change the batch.
+    assert p.micro_batch * p.accumulation == 32 and p.row_tokens == 300
 
 
 def test_small_budget_trains_with_accumulation_on_cpu(tiny_model: Path, tmp_path: Path, make_spec: SpecFactory) -> None:

@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from core.enums import DatasetFormat
+from tests.support.chat_records import CHAT, PARTS, TOOLS
 from tests.worker.training.helpers import write_jsonl
 from worker.training.data import IGNORE_INDEX, load_dataset, tokenize_example
 from worker.training.errors import TrainingError
@@ -159,3 +160,78 @@ def test_chat_data_needs_a_chat_template(tmp_path: Path, tokenizer: PreTrainedTo
         load_dataset(write_jsonl(tmp_path / "d.jsonl", rows), plain, max_seq_length=64)
 
     assert err.value.code == "invalid_dataset"
+
+
+def test_weight_0_assistant_turns_are_context_not_targets(tokenizer: PreTrainedTokenizerBase) -> None:
+    turns = [
+        {"role": "user", "content": "Capital of France?"},
+        {"role": "assistant", "content": "Lyon.", "weight": 0},
+        {"role": "user", "content": "Really?"},
+        {"role": "assistant", "content": "Paris.", "weight": 1},
+    ]
+    weighted = tokenize_example({"messages": turns}, DatasetFormat.CHAT, tokenizer)
+    unweighted = tokenize_example(
+        {"messages": [{k: v for k, v in t.items() if k != "weight"} for t in turns]}, DatasetFormat.CHAT, tokenizer
+    )
+
+    assert trained_text(tokenizer, weighted) == "Paris.<|im_end|>\n"
+    assert "Lyon." in masked_text(tokenizer, weighted)  # still in the context the model sees
+    assert weighted["input_ids"] == unweighted["input_ids"]
+    loss_tokens = [sum(label != IGNORE_INDEX for label in e["labels"]) for e in (weighted, unweighted)]
+    assert 0 < loss_tokens[0] < loss_tokens[1]
+
+
+def test_weight_0_turn_with_the_same_words_as_a_trained_one_is_still_masked(
+    tokenizer: PreTrainedTokenizerBase,
+) -> None:
+    rewriting = tokenizer.chat_template.replace(  # a template that forces the search fallback
+        "message['content']", "(message['content'] + (' [last]' if loop.last else ''))"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer.name_or_path, chat_template=rewriting)
+    turns = [
+        {"role": "user", "content": "Say it"},
+        {"role": "assistant", "content": "Paris", "weight": 0},
+        {"role": "user", "content": "Again"},
+        {"role": "assistant", "content": "Paris"},
+    ]
+
+    example = tokenize_example({"messages": turns}, DatasetFormat.CHAT, tokenizer)
+
+    assert trained_text(tokenizer, example) == "Paris"
+    assert "Paris" in masked_text(tokenizer, example)
+
+
+def test_text_content_parts_train_as_their_joined_string(tokenizer: PreTrainedTokenizerBase) -> None:
+    assert tokenize_example(PARTS, DatasetFormat.CHAT, tokenizer) == tokenize_example(
+        CHAT, DatasetFormat.CHAT, tokenizer
+    )
+
+
+def test_tool_calls_and_answers_are_trained_tool_results_are_context(tiny_tools_model: Path) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tools_model)
+
+    example = tokenize_example(TOOLS, DatasetFormat.CHAT, tokenizer)
+
+    trained = trained_text(tokenizer, example)
+    assert trained == (
+        '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>\n<|im_end|>\n'
+        "It is 18C and sunny.<|im_end|>\n"
+    )
+    masked = masked_text(tokenizer, example)
+    assert "18C sunny" in masked and '"name": "get_weather", "parameters"' in masked  # results and schemas
+
+
+def test_a_line_the_template_cannot_render_is_the_users_error_with_its_line_number(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)  # its template needs content on every message
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    rows = [{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows + [{"messages": [{"role": "assistant", "tool_calls": [call]}]}])
+    path.write_text(path.read_text().replace("\n", "\n\n", 1))  # a blank line: line numbers are the file's
+
+    with pytest.raises(TrainingError) as err:
+        load_dataset(path, tokenizer, max_seq_length=64)
+
+    assert err.value.code == "invalid_dataset" and err.value.side == "user"
+    assert err.value.message.startswith("d.jsonl line 3 cannot be rendered or tokenized: UndefinedError(")

@@ -54,3 +54,34 @@ def test_packing_is_chosen_when_padding_would_waste() -> None:
     assert padding_waste(uniform) == 0 and not should_pack(None, uniform)
     assert padding_waste(long_tailed) > 0.3 and should_pack(None, long_tailed)
     assert should_pack(True, uniform) and not should_pack(False, long_tailed)  # the user's choice wins
+
+
+@pytest.mark.parametrize(
+    ("examples", "batch_size", "accumulation", "steps"), [(16, 4, 1, 4), (16, 2, 2, 4), (10, 4, 1, 3)]
+)
+@pytest.mark.parametrize("packing", [True, False])
+def test_an_epoch_has_one_step_per_effective_batch_whatever_the_row_length(
+    tiny_model: Path,
+    tmp_path: Path,
+    make_spec: SpecFactory,
+    examples: int,
+    batch_size: int,
+    accumulation: int,
+    steps: int,
+    packing: bool,
+) -> None:
+    # Short examples and a 2048-token max_seq_length: packing into full rows would make one step of them all.
+    train = write_jsonl(tmp_path / "train.jsonl", varied_rows("chat", n=examples))
+    spec = make_spec(
+        epochs=1,
+        batch_size=batch_size,
+        training={"packing": packing, "max_seq_length": 2048, "gradient_accumulation_steps": accumulation},
+    )
+    reporter = RecordingReporter()
+
+    result = run_training(spec, TrainingPaths(tiny_model, train, None, tmp_path / "out"), reporter, device="cpu")
+
+    plan = reporter.event_data("Batch plan")
+    assert plan["packing"] is packing
+    assert plan["micro_batch"] * plan["accumulation"] == batch_size * accumulation
+    assert reporter.event_data("Training started")["total_steps"] == result.steps == steps
