@@ -35,15 +35,22 @@ WARMUP_STEPS = 4
 
 
 class Recorder:
+    """A Reporter (worker/training/recipe.py) that keeps the training steps and prints the events."""
+
     def __init__(self) -> None:
         self.steps: list[StepMetrics] = []
+        self.events: list[tuple[str, dict[str, Any] | None]] = []
 
     def metrics(self, m: StepMetrics) -> None:
         if m.train_loss is not None:
             self.steps.append(m)
 
     def event(self, message: str, data: dict[str, Any] | None = None) -> None:
+        self.events.append((message, data))
         print("  event:", message, flush=True)
+
+    def checkpoint(self, step: int, path: Path, metrics: StepMetrics | None) -> None:
+        print(f"  checkpoint: step {step} at {path}", flush=True)
 
     def should_stop(self) -> bool:
         return False
@@ -57,7 +64,8 @@ def build_model(path: Path, tiny: bool) -> tuple[int, int]:
     else:
         cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                           num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
-                          rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
+                          rope_parameters={"rope_type": "default", "rope_theta": 500000.0}, rms_norm_eps=1e-5,
+                          tie_word_embeddings=False)
         seq = 2048
     if not (path / "config.json").is_file():
         tok = Tokenizer(models.WordLevel(vocab={f"t{i}": i for i in range(cfg.vocab_size)}, unk_token="t0"))

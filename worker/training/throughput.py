@@ -97,6 +97,7 @@ def tune(
     t = spec.training
     example_lengths = lengths(data.train)
     pack = packing.should_pack(t.packing, example_lengths)
+    choice = kernels.choose(device, default_optimizer, t.memory_mode)
     plan = autosize.measure_and_plan(
         model=model,
         device=device,
@@ -108,12 +109,12 @@ def tune(
         memory_mode=t.memory_mode,
         lora_rank=spec.lora.r,
         lora_targets=spec.lora.module_list(),
+        attention=choice.attention,
     )
     resumed_micro = _checkpoint_micro_batch(resume_from)
     if resumed_micro is not None:
         # The Trainer resumes mid-epoch by skipping micro-batches: they must be the size they were.
         plan = autosize.with_micro_batch(plan, resumed_micro, "kept from the checkpoint resumed")
-    choice = kernels.choose(device, default_optimizer, t.memory_mode)
     kernels.apply_tf32(choice)
     if choice.liger:
         kernels.apply_liger(model)
@@ -129,7 +130,8 @@ def tune(
     reporter.event(
         f"Batch plan: {plan.micro_batch} × {plan.row_tokens} tokens per micro-batch, {plan.accumulation} "
         f"accumulation step(s), checkpointing {'on' if plan.gradient_checkpointing else 'off'}, "
-        f"packing {'on' if pack else 'off'}, attention {choice.attention}, Liger {'on' if choice.liger else 'off'}",
+        f"packing {'on' if pack else 'off'}, attention {plan.as_dict()['attention_label']}, planned peak "
+        f"{plan.planned_peak_bytes / autosize.GIB:.2f} GiB, Liger {'on' if choice.liger else 'off'}",
         tuning.as_dict(),
     )
     return args, tuning

@@ -9,12 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from core.memory import lora_parameters, shape_from_config
 from tests.worker.training.helpers import RecordingReporter, SpecFactory, chat_rows, write_jsonl
 from worker.training import TrainingPaths, run_training
-from worker.training.autosize import BUDGET_ENV, GIB, WORKSPACE_BYTES, ModelShape, estimate_bytes, plan_batches
+from worker.training.autosize import BUDGET_ENV, GIB, estimate_bytes, modelled_speed, plan_batches
 
-LLAMA_8B = ModelShape(hidden_size=4096, intermediate_size=14336, num_layers=32)
-LORA_STATES = 16 * 42_000_000  # r=16 all-linear on 8B, fp32 weights + grads + AdamW
+LLAMA_8B = shape_from_config(
+    {
+        "vocab_size": 128256,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+    }
+)
+LORA_STATES = 6 * lora_parameters(LLAMA_8B, 16, "all-linear")  # QLoRA r=16 all-linear: bf16 adapter, 8-bit AdamW
 
 
 def plan(budget_gib: float, seq: int, examples: int = 32, **kw: object):  # type: ignore[no-untyped-def]
@@ -41,7 +51,7 @@ def test_longer_sequences_get_smaller_micro_batches() -> None:
 def test_no_plan_exceeds_its_budget_and_the_effective_batch_is_kept() -> None:
     for budget, seq, examples in itertools.product((4, 8, 20, 80, 130), (128, 512, 2048, 8192), (1, 7, 32, 200)):
         p = plan(budget, seq, examples)
-        floor = estimate_bytes(LLAMA_8B, LORA_STATES, 1, seq, True, True)
+        floor = estimate_bytes(LLAMA_8B, LORA_STATES, 1, seq, True, "sdpa")
         assert p.estimated_peak_bytes <= p.budget_bytes or p.estimated_peak_bytes == floor, (budget, seq, p)
         # The step holds the examples asked for, split evenly: never fewer, and less than one extra row per
         # micro-batch more.
@@ -72,8 +82,34 @@ def test_packed_plan_counts_rows_by_tokens() -> None:
         packing=True,
     )
 
-    # 32 examples × 300 tokens ≈ 4.7 rows of 2048 → 5 rows a step.
-    assert p.row_tokens == 2048 and p.micro_batch * p.accumulation == 5
+    # 32 examples × 300 tokens ≈ 4.7 rows of 2048 → 5 rows a step (split evenly over the micro-batches: dense
+    # packed attention keeps them small).
+    assert p.row_tokens == 2048 and 5 <= p.micro_batch * p.accumulation < 5 + p.accumulation
+
+
+def test_packed_sdpa_micro_batches_stay_small_and_flash_varlen_takes_large_ones() -> None:
+    def packed(attention: str):  # type: ignore[no-untyped-def]
+        return plan_batches(
+            shape=LLAMA_8B,
+            budget_bytes=130 * GIB,
+            fixed_bytes=LORA_STATES,
+            lengths=[300] * 20000,
+            max_seq_length=2048,
+            effective_examples=512,  # 75 rows of 2048 a step
+            packing=True,
+            checkpointing=True,
+            attention=attention,
+        )
+
+    sdpa, flash = packed("sdpa"), packed("flash_attention_2")
+
+    # Dense attention over a 64-row micro-batch (131k tokens) would cost ~6× its matmuls and need a 32 GiB mask.
+    assert sdpa.attention_kernel == "sdpa_packed" and sdpa.micro_batch <= 8
+    assert flash.attention_kernel == "flash_varlen" and flash.micro_batch > sdpa.micro_batch
+    assert sdpa.micro_batch * sdpa.accumulation >= 75 and flash.micro_batch * flash.accumulation >= 75
+    dense64 = modelled_speed(LLAMA_8B, 64 * 2048, True, "sdpa_packed", 300)
+    assert dense64 < modelled_speed(LLAMA_8B, sdpa.micro_batch * 2048, True, "sdpa_packed", 300) / 3
+    assert sdpa.as_dict()["attention_label"].startswith("SDPA with a block-diagonal mask")
 
 
 def test_small_budget_trains_with_accumulation_on_cpu(
@@ -85,7 +121,7 @@ def test_small_budget_trains_with_accumulation_on_cpu(
     run_training(spec, TrainingPaths(tiny_model, train, None, tmp_path / "a"), roomy, device="cpu")
     # A budget with room for about a third of the 8-row micro-batch's activations.
     big_peak = roomy.event_data("Batch plan")["estimated_peak_bytes"]
-    monkeypatch.setenv(BUDGET_ENV, str((WORKSPACE_BYTES + (big_peak - WORKSPACE_BYTES) / 3) / GIB))
+    monkeypatch.setenv(BUDGET_ENV, str(big_peak / 3 / GIB))
     tight = RecordingReporter()
 
     result = run_training(spec, TrainingPaths(tiny_model, train, None, tmp_path / "b"), tight, device="cpu")
