@@ -179,6 +179,7 @@ def device_bytes(peak_allocated: int) -> int:
     return int(peak_allocated * FRAGMENTATION + CUDA_OVERHEAD_BYTES)
 
 
-def merge_bytes(shape: ModelShape, lora_params: int, value_bytes: int = 2) -> int:
-    """Peak of merging an adapter into a freshly loaded 16-bit base: the base plus the adapter's weights."""
-    return shape.parameters * value_bytes + lora_params * 4
+def merge_bytes(shape: ModelShape, adapter_file_bytes: int, value_bytes: int = 2) -> int:
+    """Peak of merging an adapter into a freshly loaded 16-bit base: the base plus the adapter, which PEFT loads
+    in float32 (twice its bf16 file at most)."""
+    return shape.parameters * value_bytes + 2 * adapter_file_bytes

@@ -149,3 +149,9 @@ def _checkpoint_micro_batch(checkpoint: Path | None) -> int | None:
 def install_backoff(trainer: Any, reporter: Reporter, tuning: Tuning) -> None:
     """Split micro-batches that run out of memory instead of failing the job."""
     tuning.backoff = OomBackoff(trainer, reporter.event)
+
+
+def release_backoff(tuning: Tuning) -> None:
+    """Hand the trainer its own training step back and drop the back-off's hold on it (its counts stay)."""
+    if tuning.backoff is not None:
+        tuning.backoff.release()
