@@ -1,4 +1,7 @@
-"""Fixtures: a migrated real Postgres database, a Redis database, a tiny model, and the running service."""
+"""Fixtures: a migrated real Postgres database, a Redis database, a tiny model, and the running service.
+
+tests.servers (psycopg, redis) is imported inside the fixtures that need a server: the training tests run on the GPU
+machine's image, which has neither (tests/test_gpu_image.py)."""
 
 from __future__ import annotations
 
@@ -10,10 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import servers
 from tests.fixtures.tiny_model import build_tiny_llama
 
 TINY_MODEL = "tiny-llama"
+ROOT = Path(__file__).resolve().parent.parent  # as tests.servers.ROOT, without importing its database drivers
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +26,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    return build_tiny_llama(servers.ROOT / "var" / "test-models" / "tiny-llama")
+    return build_tiny_llama(ROOT / "var" / "test-models" / "tiny-llama")
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +36,7 @@ def service_urls(data_dir: Path, tiny_model_dir: Path) -> Iterator[tuple[str, st
     from core.settings import get_settings
     from db.migrate import upgrade
     from db.session import get_engine
+    from tests import servers
 
     admin = servers.admin_postgres_url()
     db_url = servers.create_database(admin)
