@@ -9,21 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from core.memory import lora_parameters, shape_from_config
+from core.memory import lora_parameters
+from tests.fixtures.shapes import LLAMA3_8B as LLAMA_8B
 from tests.worker.training.helpers import RecordingReporter, SpecFactory, chat_rows, write_jsonl
 from worker.training import TrainingPaths, run_training
 from worker.training.autosize import BUDGET_ENV, GIB, estimate_bytes, modelled_speed, plan_batches
 
-LLAMA_8B = shape_from_config(
-    {
-        "vocab_size": 128256,
-        "hidden_size": 4096,
-        "intermediate_size": 14336,
-        "num_hidden_layers": 32,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 8,
-    }
-)
 LORA_STATES = 6 * lora_parameters(LLAMA_8B, 16, "all-linear")  # QLoRA r=16 all-linear: bf16 adapter, 8-bit AdamW
 
 
@@ -130,6 +121,10 @@ def test_small_budget_trains_with_accumulation_on_cpu(
     assert (big["micro_batch"], big["accumulation"]) == (8, 1)
     assert small["micro_batch"] < 8 and small["micro_batch"] * small["accumulation"] == 8
     assert small["estimated_peak_gib"] <= small["budget_gib"]
+    # The plan names the attention kernel it was modelled for, and its whole expected peak (model included).
+    message = next(m for m, _ in tight.events if m.startswith("Batch plan"))
+    assert small["attention_kernel"] == "sdpa" and "attention SDPA (per row)" in message
+    assert small["planned_peak_bytes"] > small["estimated_peak_bytes"] > 0
     assert result.batching is not None and result.batching["micro_batch"] == small["micro_batch"]
     # Same effective batch → same number of steps and the same examples trained on.
     assert result.steps == 1 and tight.steps[-1].tokens == roomy.steps[-1].tokens
