@@ -46,6 +46,7 @@ test-slow: install
 lint: install
 	$(BIN)/ruff check core db api worker cli devstack tests bench
 	$(BIN)/mypy
+	$(BIN)/mypy --config-file bench/mypy.ini
 	$(BIN)/lint-imports
 
 clean:

@@ -84,7 +84,8 @@ def job_object(job: TrainingJob) -> JobPublic:
         artifacts=spec.artifacts,
         priority=job.priority,
         resources=ResourceSpec.model_validate(job.resources) if job.resources else None,
-        estimated_gpu_memory_gb=round(job.memory_estimate_bytes / GB, 2) if job.memory_estimate_bytes else None,
+        minimum_gpu_memory_gb=_gb(job.memory_estimate_bytes),
+        planned_peak_gpu_memory_gb=_gb(job.planned_peak_bytes),
         progress=Progress(
             step=job.step,
             total_steps=job.total_steps,
@@ -93,6 +94,10 @@ def job_object(job: TrainingJob) -> JobPublic:
             estimated_finish=eta,
         ),
     )
+
+
+def _gb(value: int | None) -> float | None:
+    return round(value / GB, 2) if value else None
 
 
 def event_object(e: JobEvent) -> EventPublic:

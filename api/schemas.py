@@ -151,8 +151,15 @@ class JobPublic(BaseModel):
     priority: int
     progress: Progress
     resources: ResourceSpec | None = None
-    estimated_gpu_memory_gb: float | None = Field(
-        default=None, description="Planning estimate of peak GPU memory (model, quantisation, LoRA, batch, length)."
+    minimum_gpu_memory_gb: float | None = Field(
+        default=None,
+        description="GPU memory the job's smallest plan needs (micro-batch 1, gradient checkpointing, accumulation "
+        "for the rest of the batch): a GPU with less is never given the job. Decimal GB.",
+    )
+    planned_peak_gpu_memory_gb: float | None = Field(
+        default=None,
+        description="Peak GPU memory the worker's batch plan expects (the fastest plan that fits its GPU); null "
+        "until a worker has planned the job. Decimal GB.",
     )
 
 

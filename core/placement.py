@@ -1,5 +1,6 @@
-"""GPU fit: what a job needs (stated or estimated from the model, quantisation, LoRA, batch, sequence) and
-which workers can hold it. Pure: the API reads safetensors headers, never imports torch.
+"""GPU fit: what a job needs (stated, or its smallest plan under core/memory.py's model) and which workers can hold
+it. Pure: the API reads safetensors headers, never imports torch. GB is decimal, as GPUs are sold: an "80GB" H100
+reports 81559 MiB ≈ 85.5 GB.
 """
 
 from __future__ import annotations
@@ -11,11 +12,20 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from core.memory import GB, ModelShape, device_bytes, lora_parameters, shape_from_config, training_peak_bytes
 from core.schemas.spec import ResourceSpec
 
-GB = 1_000_000_000  # decimal, as GPUs are sold: an "80GB" H100 reports 81559 MiB ≈ 85.5 GB
-CUDA_OVERHEAD_BYTES = 1 * GB  # CUDA context, cuBLAS workspaces, allocator slack
-FRAGMENTATION = 1.10
+__all__ = [
+    "GB",
+    "ModelShape",
+    "Requirement",
+    "Slot",
+    "configured_slots",
+    "fits",
+    "minimum_memory_bytes",
+    "read_model_shape",
+    "requirement_of",
+]
 
 
 @dataclass(frozen=True)
@@ -59,15 +69,6 @@ def configured_slots(spec: str) -> list[Slot]:
     return slots
 
 
-@dataclass(frozen=True)
-class ModelShape:
-    parameters: int
-    hidden_size: int
-    num_layers: int
-    intermediate_size: int
-    vocab_size: int
-
-
 def read_model_shape(model_dir: Path, parameters: int | None = None) -> ModelShape | None:
     """Parameter count from the safetensors headers (or the registry), dimensions from config.json."""
     if not model_dir.is_dir():
@@ -78,17 +79,9 @@ def read_model_shape(model_dir: Path, parameters: int | None = None) -> ModelSha
     config_path = model_dir / "config.json"
     config = json.loads(config_path.read_text()) if config_path.is_file() else {}
     total = counted or parameters
-    if not total:
-        return None
-    guess = _guess_shape(total)
-    text = config.get("text_config", config)  # multimodal configs nest the language model's
-    return ModelShape(
-        parameters=total,
-        hidden_size=int(text.get("hidden_size") or guess.hidden_size),
-        num_layers=int(text.get("num_hidden_layers") or guess.num_layers),
-        intermediate_size=int(text.get("intermediate_size") or guess.intermediate_size),
-        vocab_size=int(text.get("vocab_size") or guess.vocab_size),
-    )
+    if "hidden_size" in config.get("text_config", config) and "num_hidden_layers" in config.get("text_config", config):
+        return shape_from_config(config, total)
+    return _guess_shape(total) if total else None
 
 
 @lru_cache(maxsize=64)
@@ -111,30 +104,28 @@ def _guess_shape(parameters: int) -> ModelShape:
     return ModelShape(parameters, hidden, max(1, hidden // 128), int(hidden * 8 / 3), 32000)
 
 
-def estimate_memory_bytes(
+def minimum_memory_bytes(
     shape: ModelShape,
     *,
     quantized: bool,
+    double_quant: bool,
     lora_r: int,
-    all_linear: bool,
-    batch_size: int,
+    lora_targets: str | list[str],
     seq_len: int,
-    gradient_checkpointing: bool,
+    gradient_checkpointing: bool | None,
 ) -> int:
-    """Peak training memory of one LoRA/QLoRA job on one GPU, in bytes (a planning estimate, not a promise)."""
-    h, layers, inter, vocab = shape.hidden_size, shape.num_layers, shape.intermediate_size, shape.vocab_size
-    # Frozen base: NF4 packs two weights a byte, plus absmax constants and 16-bit norms/embeddings; else bf16.
-    weights = shape.parameters * (0.55 if quantized else 2.0)
-    # Adapters: A (r×in) and B (out×r) per targeted projection; fp32 weight + grad + two Adam moments = 16 B.
-    per_layer = 8 * h + (3 * (h + inter) if all_linear else 0)
-    adapter = layers * lora_r * per_layer * 16
-    tokens = batch_size * seq_len
-    # Activations (16-bit): ~34·tokens·h bytes per layer kept (Korthikanti et al., with SDPA attention);
-    # with checkpointing only each layer's input (2·tokens·h) is kept, plus one layer recomputed at a time.
-    per_layer_act = 34 * tokens * h
-    activations = layers * 2 * tokens * h + per_layer_act if gradient_checkpointing else layers * per_layer_act
-    logits = tokens * vocab * 10  # 16-bit logits, fp32 upcast for the loss and its gradient
-    return int((weights + adapter + activations + logits) * FRAGMENTATION + CUDA_OVERHEAD_BYTES)
+    """GPU memory the job's smallest plan needs: micro-batch 1 (accumulation keeps the user's effective batch),
+    checkpointing unless the user turned it off — the plan the worker falls back to on a small GPU."""
+    peak = training_peak_bytes(
+        shape,
+        quantized=quantized,
+        double_quant=double_quant,
+        lora_params=lora_parameters(shape, lora_r, lora_targets),
+        rows=1,
+        row_tokens=seq_len,
+        checkpointing=gradient_checkpointing is not False,
+    )
+    return device_bytes(peak)
 
 
 def requirement_of(resources: ResourceSpec | None, estimate_bytes: int | None) -> Requirement:

@@ -113,7 +113,8 @@ class TrainingJob(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Shared pool: what the job asked for, the memory placement uses, and the worker it was sent to.
     resources: Mapped[dict[str, Any] | None]
-    memory_estimate_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    memory_estimate_bytes: Mapped[int | None] = mapped_column(BigInteger)  # the smallest plan's need (placement)
+    planned_peak_bytes: Mapped[int | None] = mapped_column(BigInteger)  # the worker's batch plan, once it planned
     dispatched_to: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = _now()
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

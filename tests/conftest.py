@@ -1,4 +1,7 @@
-"""Fixtures: a migrated real Postgres database, a Redis database, a tiny model, and the running service."""
+"""Fixtures: a migrated real Postgres database, a Redis database, a tiny model, and the running service.
+
+tests.servers (psycopg, redis) is imported inside the fixtures that need a server: the training tests run on the GPU
+machine's image, which has neither (tests/test_gpu_image.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import servers
 from tests.fixtures.tiny_model import TOOLS_CHAT_TEMPLATE, build_tiny_llama, with_chat_template
 from tests.support.data import TINY_MODEL, TINY_TOOLS_MODEL
 from tests.support.env import settings_env
@@ -26,6 +28,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items.reverse()
 
 
+ROOT = Path(__file__).resolve().parent.parent  # as tests.servers.ROOT, without importing its database drivers
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tunepool-data")
@@ -33,7 +38,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    return build_tiny_llama(servers.ROOT / "var" / "test-models" / "tiny-llama")
+    return build_tiny_llama(ROOT / "var" / "test-models" / "tiny-llama")
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +52,7 @@ def service_urls(data_dir: Path, tiny_model_dir: Path, tiny_tools_model_dir: Pat
     """Point this process's settings at a fresh database and Redis db; migrate; register the tiny model."""
     from core.registry import BaseModel, register_model
     from db.migrate import upgrade
+    from tests import servers
 
     admin = servers.admin_postgres_url()
     db_url = servers.create_database(admin)

@@ -48,6 +48,7 @@ class _Write:
     data: dict[str, Any] | None = None
     metric: dict[str, Any] | None = None  # a job_metric row
     progress: dict[str, Any] | None = None  # job columns; only the newest pending write keeps them
+    columns: dict[str, Any] | None = None  # job columns that are not progress: always written
     checkpoint: dict[str, Any] | None = None  # an artifact row's columns; its bytes are stored already
     # After the commit: stored objects that no row points at any more.
     unreferenced: list[str] = field(default_factory=list)
@@ -110,7 +111,10 @@ class DatabaseReporter:
         return datetime.now(UTC) + timedelta(seconds=per_step * (m.total_steps - m.step))
 
     def event(self, message: str, data: dict[str, Any] | None = None) -> None:
-        self._write(_Write(message, data=data))
+        # The batch plan's expected peak is shown on the job (beside placement's minimum).
+        planned = (data or {}).get("planned_peak_bytes")
+        columns = {"planned_peak_bytes": int(planned)} if planned else None
+        self._write(_Write(message, data=data, columns=columns))
 
     def checkpoint(self, step: int, path: Path, m: StepMetrics | None) -> None:
         """Store the checkpoint dir as a `checkpoint` artifact; keep the newest N plus the best by valid_loss."""
@@ -204,6 +208,8 @@ class DatabaseReporter:
         event = events.add_event(session, self.job_id, write.message, type=write.type, data=write.data)
         if write.progress is not None:
             jobs.update_job(session, self.job_id, **write.progress)
+        if write.columns is not None:
+            jobs.update_job(session, self.job_id, **write.columns)
         return event.seq
 
     def _add_checkpoint(self, session: Session, row: dict[str, Any]) -> list[str]:

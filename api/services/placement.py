@@ -11,8 +11,8 @@ from core.placement import (
     GB,
     Slot,
     configured_slots,
-    estimate_memory_bytes,
     fits,
+    minimum_memory_bytes,
     read_model_shape,
     requirement_of,
 )
@@ -23,23 +23,22 @@ from db.repositories import workers
 
 
 def estimate_job_memory(settings: Settings, model: str, spec: JobSpec) -> int | None:
-    """Peak GPU memory of the job in bytes, or None when the model's size is unknown."""
+    """GPU memory the job's smallest plan needs (micro-batch 1, checkpointing, accumulation for the rest of the
+    batch), in bytes; None when the model's size is unknown. The worker trains the fastest plan that fits."""
     entry = load_registry(settings.resolved_model_registry).get(model)
     if entry is None:
         return None
     shape = read_model_shape(Path(entry.path) if entry.path else Path("/nonexistent"), entry.parameters)
     if shape is None:
         return None
-    quantized = spec.quantization.mode != "none"
-    checkpointing = spec.training.gradient_checkpointing
-    return estimate_memory_bytes(
+    return minimum_memory_bytes(
         shape,
-        quantized=quantized,
+        quantized=spec.quantization.mode != "none",
+        double_quant=spec.quantization.double_quant,
         lora_r=spec.lora.r,
-        all_linear=spec.lora.target_modules == "all-linear",
-        batch_size=spec.hyperparameters.batch_size,
+        lora_targets=spec.lora.module_list(),
         seq_len=spec.training.max_seq_length,
-        gradient_checkpointing=quantized if checkpointing is None else checkpointing,
+        gradient_checkpointing=spec.training.gradient_checkpointing,
     )
 
 
@@ -61,7 +60,8 @@ def check_fits_pool(session: Session, settings: Settings, resources: ResourceSpe
     basis = (
         "as stated in resources"
         if req.explicit
-        else "estimated from model size, quantization, lora.r, batch_size and max_seq_length"
+        else "the smallest plan (micro-batch 1 with gradient checkpointing) for the model's size, quantization, "
+        "lora and max_seq_length"
     )
     if req.gpu_type:
         need += f" on a {req.gpu_type!r} GPU"
@@ -72,7 +72,7 @@ def check_fits_pool(session: Session, settings: Settings, resources: ResourceSpe
     )
     raise InvalidRequest(
         f"no worker in the pool can fit this job: it needs {need} ({basis}); {have}. "
-        "Lower batch_size or max_seq_length, use quantization nf4, or change resources.",
+        "Lower max_seq_length, use quantization nf4, or change resources.",
         param="resources",
         code="no_fitting_worker",
     )

@@ -91,6 +91,12 @@ def test_qlora_job_end_to_end(sdk, running_service, team, tiny_model_dir, tmp_pa
     assert metric_events and all(e.data["train_loss"] is not None for e in metric_events)
 
     http = httpx.Client(base_url=running_service.base_url, headers={"Authorization": f"Bearer {team.key}"})
+    shown = http.get(f"/v1/fine_tuning/jobs/{created.id}").json()
+    plan = next(e.data for e in events if e.message.startswith("Batch plan"))
+    # Both memory figures: placement's smallest plan, and the peak of the plan the worker chose.
+    assert shown["minimum_gpu_memory_gb"] > 0
+    assert plan["planned_peak_bytes"] > 0  # the tiny model's plan is a few MB: 0.0 GB on the job
+    assert shown["planned_peak_gpu_memory_gb"] == round(plan["planned_peak_bytes"] / 1e9, 2)  # not None: stored
     series = http.get(f"/v1/fine_tuning/jobs/{created.id}/metrics").json()["data"]
     train_steps = [p for p in series if p["train_loss"] is not None]
     assert len(train_steps) == series[-1]["total_steps"] == 12  # 24 rows / batch 4 × 2 epochs

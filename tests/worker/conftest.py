@@ -1,17 +1,25 @@
-"""A Postgres server of a test module's own (embedded), which its tests stop and start: see tests/own_postgres.py."""
+"""A Postgres server of a test module's own (embedded), which its tests stop and start: see tests/own_postgres.py.
+
+Database packages are imported inside the fixtures: the training tests under tests/worker/training run on the GPU
+machine's image, which has no psycopg, redis or sqlalchemy (tests/test_gpu_image.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import Engine
 
-from tests.own_postgres import OwnPostgres, own_postgres
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from tests.own_postgres import OwnPostgres
 
 
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[OwnPostgres]:
+    from tests.own_postgres import own_postgres
+
     with own_postgres() as server:
         yield server
 

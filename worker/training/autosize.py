@@ -7,6 +7,11 @@ schedules mean what the user set. The examples of a step are split into `accumul
 (packing.py). The largest micro-batch whose estimated peak fits the memory budget wins, checkpointing only when it
 has to.
 
+The memory estimate is core/memory.py's, the model placement uses too (calibrated against BASELINE.md). The speed
+model is attention-aware: under SDPA a packed padding-free micro-batch attends densely over all its tokens (one
+block-diagonal mask), so its cost grows with the micro-batch, and the planner keeps packed micro-batches small;
+flash-attention's varlen kernel attends per example.
+
 Torch-free: the recipe measures the model and the device and passes numbers in, so the planner is unit-testable.
 """
 
@@ -16,11 +21,14 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
-GIB = 2**30
+from core import memory
+from core.memory import GIB, Attention, ModelShape
+
+__all__ = ["GIB", "Attention", "BatchPlan", "ModelShape", "estimate_bytes", "plan_batches", "sft_overrides"]
+
 MAX_MICRO_ROWS = 64
 # Fraction of the free memory the plan may fill: the allocator fragments, and kernels take workspace.
 SAFETY = 0.85
-WORKSPACE_BYTES = 1 * GIB  # cuBLAS/bitsandbytes workspace, the chunked LM head, the optimizer step's temporaries
 # A checkpointed step recomputes the forward: about 4/3 of the time of one without.
 CHECKPOINT_SLOWDOWN = 1.33
 # Tokens per micro-batch at which fixed per-micro-batch costs (4-bit dequantisation, kernel launches) are half
@@ -28,26 +36,6 @@ CHECKPOINT_SLOWDOWN = 1.33
 HALF_EFFICIENCY_TOKENS = 2048
 
 MemoryMode = Literal["auto", "min"]
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What activation memory depends on, read from the model config."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_layers: int
-    activation_bytes: int = 2  # bf16/fp16 activations; 4 on CPU float32
-
-    def token_bytes(self, checkpointing: bool) -> int:
-        """Activation bytes kept per token for the backward pass (empirical, from the 8B runs in BASELINE.md)."""
-        # One layer without checkpointing keeps ~10 hidden-sized and 2.5 MLP-sized values per token (norms,
-        # q/k/v/o, residuals, gate/up/act); fitted to 4.5 MB/token measured for Llama-3-8B, rounded up.
-        layer = (10 * self.hidden_size + 5 * self.intermediate_size // 2) * self.activation_bytes
-        if not checkpointing:
-            return self.num_layers * layer
-        # Checkpointed: each layer's input (×2 for the residual copy), plus one layer recomputed at a time.
-        return self.num_layers * 2 * self.hidden_size * self.activation_bytes + layer
 
 
 @dataclass(frozen=True)
@@ -64,6 +52,13 @@ class BatchPlan:
     estimated_peak_bytes: int  # the plan's own estimate of that use
     memory_mode: str = "auto"
     reason: str = ""
+    attention_kernel: str = "sdpa"  # core.memory.Attention the plan was modelled for
+    model_bytes: int = 0  # the loaded model, measured when the plan was made
+
+    @property
+    def planned_peak_bytes(self) -> int:
+        """The whole training peak the plan expects: the loaded model plus the plan's own use."""
+        return self.model_bytes + self.estimated_peak_bytes
 
     @property
     def micro_tokens(self) -> int:
@@ -76,21 +71,48 @@ class BatchPlan:
         data["micro_tokens"] = self.micro_tokens
         data["budget_gib"] = round(self.budget_bytes / GIB, 2)
         data["estimated_peak_gib"] = round(self.estimated_peak_bytes / GIB, 2)
+        data["planned_peak_bytes"] = self.planned_peak_bytes
+        data["planned_peak_gib"] = round(self.planned_peak_bytes / GIB, 2)
+        data["attention_label"] = memory.ATTENTION_LABELS.get(self.attention_kernel, self.attention_kernel)
         return data
 
 
 def estimate_bytes(
-    shape: ModelShape, fixed_bytes: int, rows: int, row_tokens: int, checkpointing: bool, flat_attention: bool
+    shape: ModelShape,
+    fixed_bytes: int,
+    rows: int,
+    row_tokens: int,
+    checkpointing: bool,
+    attention: Attention,
+    *,
+    quantized: bool = True,
+    value_bytes: int = 2,
 ) -> int:
-    """Peak memory beyond the model weights for one micro-batch of `rows` × `row_tokens` tokens."""
-    tokens = rows * row_tokens
-    mask = 2 * tokens * tokens if flat_attention and rows > 1 else 2 * rows * row_tokens * row_tokens
-    return fixed_bytes + WORKSPACE_BYTES + tokens * shape.token_bytes(checkpointing) + mask
+    """Peak memory beyond the model weights for one micro-batch of `rows` × `row_tokens` tokens (core/memory.py)."""
+    return fixed_bytes + memory.activation_bytes(
+        shape,
+        rows=rows,
+        row_tokens=row_tokens,
+        checkpointing=checkpointing,
+        quantized=quantized,
+        attention=attention,
+        value_bytes=value_bytes,
+    )
 
 
-def modelled_speed(micro_tokens: int, checkpointing: bool) -> float:
-    """Relative tokens/s of a micro-batch size: fixed costs amortise with size; checkpointing recomputes."""
-    speed = micro_tokens / (micro_tokens + HALF_EFFICIENCY_TOKENS)
+def modelled_speed(
+    shape: ModelShape, micro_tokens: int, checkpointing: bool, attention: Attention, context_tokens: float
+) -> float:
+    """Relative tokens/s of a micro-batch: fixed costs amortise with size, checkpointing recomputes, attention
+    costs 12·L·h FLOPs per token per token of context against 4·N for the matmuls (N without embeddings).
+
+    `context_tokens` is what one token attends over: the micro-batch's tokens when SDPA runs dense over a packed
+    micro-batch, else about half its row or example (causal)."""
+    amortised = micro_tokens / (micro_tokens + HALF_EFFICIENCY_TOKENS)
+    context = micro_tokens if attention == "sdpa_packed" else context_tokens / 2
+    matmul = 4 * max(shape.body_parameters, 1)
+    attention_flops = 12 * shape.num_layers * shape.hidden_size * context
+    speed = amortised * matmul / (matmul + attention_flops)
     return speed / CHECKPOINT_SLOWDOWN if checkpointing else speed
 
 
@@ -105,50 +127,81 @@ def plan_batches(
     packing: bool,
     checkpointing: bool | None = None,
     memory_mode: MemoryMode = "auto",
-    flat_attention: bool = True,
+    attention: str = "sdpa",
+    quantized: bool = True,
+    value_bytes: int = 2,
+    model_bytes: int = 0,
 ) -> BatchPlan:
     """The fastest (micro-batch, accumulation, checkpointing) whose estimated peak fits `budget_bytes`.
 
     `checkpointing` None lets the planner choose; True/False is the user's explicit choice. Nothing fits at all →
     micro-batch 1 with checkpointing (the smallest plan), and the OOM back-off has the last word."""
     row_tokens = min(max_seq_length, max(lengths))
+    kernel = attention_kernel(attention, packing)
+    # Tokens a micro-batch example carries: packed, about the mean (no padding); padded, the longest.
+    example_tokens = sum(lengths) / len(lengths) if packing else row_tokens
+    context = example_tokens  # what one token attends over, unless SDPA runs dense over a packed micro-batch
+
+    def peak(rows: int, ckpt: bool) -> int:
+        # row_tokens, the longest example, bounds a packed micro-batch's flattened tokens at rows × row_tokens.
+        return estimate_bytes(
+            shape, fixed_bytes, rows, row_tokens, ckpt, kernel, quantized=quantized, value_bytes=value_bytes
+        )
+
     # A step never holds more examples than the dataset has (a small file with a large batch_size).
     step_rows = max(1, min(effective_examples, len(lengths)))
     base = BatchPlan(
-        1, step_rows, row_tokens, packing, checkpointing is not False, effective_examples, budget_bytes, 0, memory_mode
+        1,
+        step_rows,
+        row_tokens,
+        packing,
+        checkpointing is not False,
+        effective_examples,
+        budget_bytes,
+        0,
+        memory_mode,
+        attention_kernel=kernel,
+        model_bytes=model_bytes,
     )
     if memory_mode == "min":
         ckpt = checkpointing is not False
-        peak = estimate_bytes(shape, fixed_bytes, 1, row_tokens, ckpt, flat_attention)
-        return replace(base, gradient_checkpointing=ckpt, estimated_peak_bytes=peak, reason="memory_mode=min")
+        return replace(base, gradient_checkpointing=ckpt, estimated_peak_bytes=peak(1, ckpt), reason="memory_mode=min")
     best: tuple[float, BatchPlan] | None = None
     for ckpt in (False, True) if checkpointing is None else (checkpointing,):
         for rows in _candidate_rows(step_rows):
-            peak = estimate_bytes(shape, fixed_bytes, rows, row_tokens, ckpt, flat_attention)
-            if peak > budget_bytes:
+            if peak(rows, ckpt) > budget_bytes:
                 break
             accumulation = math.ceil(step_rows / rows)
             micro = math.ceil(step_rows / accumulation)  # even split: 6 rows → 2×3, not 4+2 padded to 2×4
-            speed = modelled_speed(micro * row_tokens, ckpt)
+            speed = modelled_speed(shape, round(micro * example_tokens), ckpt, kernel, context)
             plan = replace(
                 base,
                 micro_batch=micro,
                 accumulation=accumulation,
                 gradient_checkpointing=ckpt,
-                estimated_peak_bytes=estimate_bytes(shape, fixed_bytes, micro, row_tokens, ckpt, flat_attention),
+                estimated_peak_bytes=peak(micro, ckpt),
                 reason="fits the budget",
             )
             if best is None or speed > best[0] * 1.001:
                 best = (speed, plan)
     if best is None:
-        peak = estimate_bytes(shape, fixed_bytes, 1, row_tokens, True, flat_attention)
+        ckpt = checkpointing is not False
         return replace(
             base,
-            gradient_checkpointing=checkpointing is not False,
-            estimated_peak_bytes=peak,
+            gradient_checkpointing=ckpt,
+            estimated_peak_bytes=peak(1, ckpt),
             reason="nothing fits the estimate; smallest plan",
         )
     return best[1]
+
+
+def attention_kernel(implementation: str, packing: bool) -> Attention:
+    """How attention runs for `implementation` (transformers' attn_implementation): flash-attention 2 attends
+    per example (varlen); SDPA over a packed padding-free micro-batch gets one block-diagonal mask and attends
+    densely."""
+    if implementation.startswith("flash"):
+        return "flash_varlen"
+    return "sdpa_packed" if packing else "sdpa"
 
 
 def _candidate_rows(step_rows: int) -> list[int]:
@@ -183,27 +236,23 @@ def measure_and_plan(
     lora_rank: int,
     lora_targets: str | list[str],
     budget_gib: float | None = None,
+    attention: str = "sdpa",
 ) -> BatchPlan:
     """Plan for a loaded (not yet adapted) model on `device`, from its config and the device's free memory (or
     `budget_gib`, the worker's TUNEPOOL_MEMORY_BUDGET_GIB)."""
     import torch
 
-    cfg = model.config.get_text_config()
-    hidden = int(cfg.hidden_size)
-    shape = ModelShape(
-        hidden,
-        int(getattr(cfg, "intermediate_size", None) or 4 * hidden),
-        int(cfg.num_hidden_layers),
-        activation_bytes=2 if device.startswith("cuda") else 4,
-    )
-    # LoRA weights + gradients + AdamW moments, counted in float32 (a bound: QLoRA keeps them in bf16 / 8-bit).
-    fixed = 16 * lora_parameters(model, lora_rank, lora_targets)
+    shape = memory.shape_from_config(model.config.to_dict())
+    quantized = bool(getattr(model, "is_loaded_in_4bit", False))
+    fixed = memory.adapter_bytes(lora_parameters(model, lora_rank, lora_targets), quantized)
     if device.startswith("cuda"):
         free = torch.cuda.mem_get_info(torch.device(device))[0]
+        loaded = torch.cuda.memory_allocated(torch.device(device))
     else:
         import psutil
 
         free = psutil.virtual_memory().available
+        loaded = int(model.get_memory_footprint())
     return plan_batches(
         shape=shape,
         budget_bytes=usable_budget(free, budget_gib),
@@ -214,6 +263,10 @@ def measure_and_plan(
         packing=packing,
         checkpointing=checkpointing,
         memory_mode=memory_mode,
+        attention=attention,
+        quantized=quantized,
+        value_bytes=2 if device.startswith("cuda") else 4,
+        model_bytes=loaded,
     )
 
 

@@ -11,6 +11,7 @@ raise a real `torch.OutOfMemoryError` (tests and drills: the path runs without a
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -27,11 +28,11 @@ class OomBackoff:
     def __init__(
         self, trainer: Any, on_change: Callable[[str, dict[str, Any]], None], inject_oom_tokens: int | None = None
     ) -> None:
-        self.trainer = trainer
+        self.trainer: Any = trainer
         self.on_change = on_change  # reporter.event
         self.splits = 0  # each micro-batch is cut into 2**splits pieces
         self.checkpointing_enabled = bool(trainer.args.gradient_checkpointing)
-        self._step = trainer.training_step
+        self._step: Any = trainer.training_step
         trainer.training_step = self.training_step
         if inject_oom_tokens is not None:
             trainer.model.register_forward_pre_hook(_injector(inject_oom_tokens), with_kwargs=True)
@@ -50,19 +51,22 @@ class OomBackoff:
     def _run(self, model: Any, inputs: Batch, num_items: Any, depth: int) -> torch.Tensor:
         """One forward/backward of `inputs` (cut `depth` times already), halving it on an allocator failure."""
         saved = _save_grads(model)
-        try:
-            return self._step(model, inputs, num_items)  # type: ignore[no-any-return]
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            error = exc
+        counted = getattr(self.trainer, "_total_train_tokens", None)
+        message = self._attempt(model, inputs, num_items)
+        if isinstance(message, torch.Tensor):
+            return message
+        # Only the error's text survived the attempt: its traceback held every frame of the failed step (loss,
+        # outputs, activations), and keeping it would keep them allocated through the retry (PyTorch FAQ,
+        # "My out of memory exception handler can't allocate memory").
         _restore_grads(model, saved)
         del saved
-        _empty_cache()
+        if counted is not None:  # TRL counted the failed attempt's tokens in compute_loss; count each step once
+            self.trainer._total_train_tokens = counted
+        free_memory()
         halves = split_batch(inputs)
         if halves is None:
             if self.checkpointing_enabled:
-                raise error
+                raise torch.OutOfMemoryError(message)
             self.trainer.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             self.checkpointing_enabled = True
             self.on_change(
@@ -78,6 +82,23 @@ class OomBackoff:
                 {"micro_batch_splits": self.splits, "failed_micro_tokens": _tokens(inputs)},
             )
         return self._run(model, halves[0], num_items, depth + 1) + self._run(model, halves[1], num_items, depth + 1)
+
+    def _attempt(self, model: Any, inputs: Batch, num_items: Any) -> torch.Tensor | str:
+        """The step's loss, or the allocator error's message (the exception itself is dropped here)."""
+        try:
+            return self._step(model, inputs, num_items)  # type: ignore[no-any-return]
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            return f"{type(exc).__name__}: {exc}"
+
+    def release(self) -> None:
+        """Give the trainer its own training step back and drop every reference to it (and so to the model,
+        optimizer and accelerator), so the memory can be freed before the merge."""
+        if self.trainer is not None:
+            self.trainer.training_step = self._step
+        self.trainer = None
+        self._step = None
 
 
 def split_batch(batch: Batch) -> tuple[Batch, Batch] | None:
@@ -144,7 +165,10 @@ def _restore_grads(model: Any, saved: list[tuple[torch.nn.Parameter, torch.Tenso
         param.grad = grad
 
 
-def _empty_cache() -> None:
+def free_memory() -> None:
+    """Collect the failed attempt's reference cycles (frames, autograd graph) and return their blocks to the
+    device, so the retry starts from what the model alone holds."""
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 

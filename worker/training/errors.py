@@ -12,6 +12,8 @@ OOM_HINT = (
     "turn on training.gradient_checkpointing, or lower training.max_seq_length."
 )
 
+_ALLOCATOR_MARKERS = ("out of memory", "cublas_status_alloc_failed", "cudnn_status_alloc_failed")
+
 # Codes whose cause is the user's data or spec; every other code is the system's fault.
 USER_CODES = frozenset(
     {
@@ -59,9 +61,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """True for CUDA/CPU allocator failures, whichever exception class the backend raised."""
     if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError and its torch.cuda alias
         return True
-    return isinstance(exc, (RuntimeError, MemoryError)) and (
-        isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
-    )
+    if isinstance(exc, MemoryError):
+        return True
+    # cuBLAS/cuDNN report a failed workspace allocation as a RuntimeError with their own status name.
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in _ALLOCATOR_MARKERS)
 
 
 def out_of_memory(where: str, *, step: int | None = None) -> TrainingError:

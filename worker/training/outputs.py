@@ -13,6 +13,9 @@ from typing import Any
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
+from core import memory
+from core.placement import read_model_shape
+from worker.training.autosize import SAFETY
 from worker.training.config import merge_dtype
 
 MANIFEST = "tunepool.json"
@@ -68,6 +71,21 @@ def merge_adapter(base_model: Path, adapter_dir: Path, merged_dir: Path, device:
         tokenizer.save_pretrained(tmp)
         shutil.copyfile(adapter_dir / MANIFEST, tmp / MANIFEST)
     return merged_dir
+
+
+def merge_need_bytes(base_model: Path, adapter_dir: Path) -> int:
+    """Peak memory of merging: the 16-bit base (its parameters counted from the safetensors headers) + adapter."""
+    shape = read_model_shape(base_model)
+    adapter = sum(f.stat().st_size for f in adapter_dir.glob("*.safetensors"))
+    return memory.merge_bytes(shape, adapter) if shape else adapter
+
+
+def merge_device(device: str, need_bytes: int, free_bytes: int | None) -> str:
+    """Merge on the training GPU when the 16-bit base and adapter fit its free memory, else on the CPU: slower,
+    but a finished job never runs out of memory at its very end."""
+    if not device.startswith("cuda") or free_bytes is None or need_bytes <= free_bytes * SAFETY:
+        return device
+    return "cpu"
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:

@@ -62,7 +62,7 @@ def _run(
 
     from worker.training import config, throughput
     from worker.training.callbacks import ReporterCallback
-    from worker.training.outputs import library_versions, merge_adapter, save_adapter
+    from worker.training.outputs import library_versions, merge_adapter, merge_device, merge_need_bytes, save_adapter
 
     device = config.resolve_device(device)
     _check_inputs(paths)
@@ -142,6 +142,7 @@ def _run(
 
     with _stage("training"):
         trainer.train(resume_from_checkpoint=str(paths.resume_from) if paths.resume_from else None)
+    throughput.release_backoff(tuning)  # it held the trainer, and so the model, optimizer and accelerator
     steps = trainer.state.global_step
     if callback.paused:
         reporter.event(f"Training paused at step {steps}")
@@ -178,11 +179,19 @@ def _run(
 
     merged_dir = None
     if "merged" in spec.artifacts:
-        del trainer, model, peft_model  # free the 4-bit training model before loading the 16-bit base
+        # Free the training model (nothing else holds it now) before loading the 16-bit base.
+        del trainer, model, peft_model
         _free_memory()
-        reporter.event("Merging adapter into 16-bit base")
+        need = merge_need_bytes(paths.base_model, adapter_dir)
+        free = torch.cuda.mem_get_info(torch.device(device))[0] if device.startswith("cuda") else None
+        merge_on = merge_device(device, need, free)
+        reporter.event(
+            f"Merging adapter into 16-bit base on {merge_on}"
+            + (f" ({free / 2**30:.1f} GiB free on {device}, {need / 2**30:.1f} GiB needed)" if free else ""),
+            {"merge_device": merge_on, "merge_need_bytes": need, "free_bytes": free},
+        )
         with _stage("merging the adapter"):
-            merged_dir = merge_adapter(paths.base_model, adapter_dir, paths.output_dir / "merged", device)
+            merged_dir = merge_adapter(paths.base_model, adapter_dir, paths.output_dir / "merged", merge_on)
         reporter.event("Saved merged model")
     return TrainingResult(adapter_dir, merged_dir, steps, callback.tokens, callback.last, tuning.as_dict())
 

@@ -102,6 +102,7 @@ def tune(
     t = spec.training
     example_lengths = lengths(data.train)
     pack = packing.should_pack(t.packing, example_lengths)
+    choice = kernels.choose(device, default_optimizer, t.memory_mode, options)
     plan = autosize.measure_and_plan(
         model=model,
         device=device,
@@ -114,12 +115,12 @@ def tune(
         lora_rank=spec.lora.r,
         lora_targets=spec.lora.module_list(),
         budget_gib=options.memory_budget_gib,
+        attention=choice.attention,
     )
     resumed_micro = _checkpoint_micro_batch(resume_from)
     if resumed_micro is not None:
         # The Trainer resumes mid-epoch by skipping micro-batches: they must be the size they were.
         plan = autosize.with_micro_batch(plan, resumed_micro, "kept from the checkpoint resumed")
-    choice = kernels.choose(device, default_optimizer, t.memory_mode, options)
     kernels.apply_tf32(choice)
     if choice.liger:
         kernels.apply_liger(model)
@@ -135,7 +136,8 @@ def tune(
     reporter.event(
         f"Batch plan: {plan.micro_batch} × {plan.row_tokens} tokens per micro-batch, {plan.accumulation} "
         f"accumulation step(s), checkpointing {'on' if plan.gradient_checkpointing else 'off'}, "
-        f"packing {'on' if pack else 'off'}, attention {choice.attention}, Liger {'on' if choice.liger else 'off'}",
+        f"packing {'on' if pack else 'off'}, attention {plan.as_dict()['attention_label']}, planned peak "
+        f"{plan.planned_peak_bytes / autosize.GIB:.2f} GiB, Liger {'on' if choice.liger else 'off'}",
         tuning.as_dict(),
     )
     return args, tuning
@@ -153,3 +155,9 @@ def _checkpoint_micro_batch(checkpoint: Path | None) -> int | None:
 def install_backoff(trainer: Any, reporter: Reporter, tuning: Tuning, inject_oom_tokens: int | None = None) -> None:
     """Split micro-batches that run out of memory instead of failing the job."""
     tuning.backoff = OomBackoff(trainer, reporter.event, inject_oom_tokens)
+
+
+def release_backoff(tuning: Tuning) -> None:
+    """Hand the trainer its own training step back and drop the back-off's hold on it (its counts stay)."""
+    if tuning.backoff is not None:
+        tuning.backoff.release()

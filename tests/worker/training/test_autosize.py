@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from core.memory import lora_parameters
+from tests.fixtures.shapes import LLAMA3_8B as LLAMA_8B
 from tests.worker.training.helpers import RecordingReporter, SpecFactory, chat_rows, write_jsonl
 from worker.training import TrainingPaths, run_training
-from worker.training.autosize import GIB, WORKSPACE_BYTES, ModelShape, estimate_bytes, plan_batches
+from worker.training.autosize import GIB, estimate_bytes, modelled_speed, plan_batches
 from worker.training.interfaces import TrainingOptions
 
-LLAMA_8B = ModelShape(hidden_size=4096, intermediate_size=14336, num_layers=32)
-LORA_STATES = 16 * 42_000_000  # r=16 all-linear on 8B, fp32 weights + grads + AdamW
+LORA_STATES = 6 * lora_parameters(LLAMA_8B, 16, "all-linear")  # QLoRA r=16 all-linear: bf16 adapter, 8-bit AdamW
 
 
 def plan(budget_gib: float, seq: int, examples: int = 32, **kw: object):  # type: ignore[no-untyped-def]
@@ -42,7 +43,7 @@ def test_longer_sequences_get_smaller_micro_batches() -> None:
 def test_no_plan_exceeds_its_budget_and_the_effective_batch_is_kept() -> None:
     for budget, seq, examples in itertools.product((4, 8, 20, 80, 130), (128, 512, 2048, 8192), (1, 7, 32, 200)):
         p = plan(budget, seq, examples)
-        floor = estimate_bytes(LLAMA_8B, LORA_STATES, 1, seq, True, True)
+        floor = estimate_bytes(LLAMA_8B, LORA_STATES, 1, seq, True, "sdpa")
         assert p.estimated_peak_bytes <= p.budget_bytes or p.estimated_peak_bytes == floor, (budget, seq, p)
         # The step holds the examples asked for, split evenly: never fewer, and less than one extra row per
         # micro-batch more.
@@ -77,6 +78,31 @@ def test_packed_plan_holds_the_effective_batch_in_examples(max_seq_length: int) 
     assert p.micro_batch * p.accumulation == 32 and p.row_tokens == 300
 
 
+def test_packed_sdpa_micro_batches_stay_small_and_flash_varlen_takes_large_ones() -> None:
+    def packed(attention: str):  # type: ignore[no-untyped-def]
+        return plan_batches(
+            shape=LLAMA_8B,
+            budget_bytes=130 * GIB,
+            fixed_bytes=LORA_STATES,
+            lengths=[2048] * 20000,
+            max_seq_length=2048,
+            effective_examples=512,  # examples of 2048 tokens a step, each micro-batch flattened into one row
+            packing=True,
+            checkpointing=True,
+            attention=attention,
+        )
+
+    sdpa, flash = packed("sdpa"), packed("flash_attention_2")
+
+    # Dense attention over a 64-example micro-batch (131k tokens) would cost ~6× its matmuls and need a 32 GiB mask.
+    assert sdpa.attention_kernel == "sdpa_packed" and sdpa.micro_batch <= 8
+    assert flash.attention_kernel == "flash_varlen" and flash.micro_batch > sdpa.micro_batch
+    assert sdpa.micro_batch * sdpa.accumulation == 512 == flash.micro_batch * flash.accumulation
+    dense64 = modelled_speed(LLAMA_8B, 64 * 2048, True, "sdpa_packed", 2048)
+    assert dense64 < modelled_speed(LLAMA_8B, sdpa.micro_batch * 2048, True, "sdpa_packed", 2048) / 3
+    assert sdpa.as_dict()["attention_label"].startswith("SDPA with a block-diagonal mask")
+
+
 def test_small_budget_trains_with_accumulation_on_cpu(tiny_model: Path, tmp_path: Path, make_spec: SpecFactory) -> None:
     train = write_jsonl(tmp_path / "train.jsonl", chat_rows(8))
     spec = make_spec(epochs=1, batch_size=8, training={"gradient_checkpointing": False})
@@ -84,7 +110,7 @@ def test_small_budget_trains_with_accumulation_on_cpu(tiny_model: Path, tmp_path
     run_training(spec, TrainingPaths(tiny_model, train, None, tmp_path / "a"), roomy, device="cpu")
     # A budget with room for about a third of the 8-row micro-batch's activations.
     big_peak = roomy.event_data("Batch plan")["estimated_peak_bytes"]
-    budget = TrainingOptions(memory_budget_gib=(WORKSPACE_BYTES + (big_peak - WORKSPACE_BYTES) / 3) / GIB)
+    budget = TrainingOptions(memory_budget_gib=big_peak / 3 / GIB)
     tight = RecordingReporter()
 
     result = run_training(
@@ -95,6 +121,10 @@ def test_small_budget_trains_with_accumulation_on_cpu(tiny_model: Path, tmp_path
     assert (big["micro_batch"], big["accumulation"]) == (8, 1)
     assert small["micro_batch"] < 8 and small["micro_batch"] * small["accumulation"] == 8
     assert small["estimated_peak_gib"] <= small["budget_gib"]
+    # The plan names the attention kernel it was modelled for, and its whole expected peak (model included).
+    message = next(m for m, _ in tight.events if m.startswith("Batch plan"))
+    assert small["attention_kernel"] == "sdpa" and "attention SDPA (per row)" in message
+    assert small["planned_peak_bytes"] > small["estimated_peak_bytes"] > 0
     assert result.batching is not None and result.batching["micro_batch"] == small["micro_batch"]
     # Same effective batch → same number of steps and the same examples trained on.
     assert result.steps == 1 and tight.steps[-1].tokens == roomy.steps[-1].tokens

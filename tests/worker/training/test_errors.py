@@ -15,6 +15,8 @@ from worker.training.errors import TrainingError, is_out_of_memory, out_of_memor
         RuntimeError("CUDA error: out of memory"),
         RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: out of memory"),
         MemoryError(),
+        # cuBLAS failing to allocate its workspace inside a matmul (torch's message for the status).
+        RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
     ],
 )
 def test_allocator_failures_are_out_of_memory(exc: BaseException) -> None:

@@ -106,7 +106,7 @@ def test_milestones_are_reported(trained: Run) -> None:
 
     for prefix in ("Loaded 8 training examples", "Loading base model", "Training started", "Saving adapter"):
         assert any(m.startswith(prefix) for m in messages), prefix
-    assert "Merging adapter into 16-bit base" in messages
+    assert "Merging adapter into 16-bit base on cpu" in messages
 
 
 def test_adapter_dir_is_complete(trained: Run) -> None:
