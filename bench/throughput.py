@@ -221,7 +221,9 @@ def run_tunepool(name: str, model_dir: Path, data: Path, seq: int, steps: int, o
 def training_options(name: str, default_cache: Path) -> TrainingOptions:
     """The worker's TrainingOptions from its settings, with the variant's TUNEPOOL_X=V switches (`name`) over them."""
     switches = dict(part.split("=", 1) for part in name.split("+")[1:])
-    settings = Settings(**{key.removeprefix("TUNEPOOL_").lower(): value for key, value in switches.items()})
+    # Strings, as the environment gives them: Settings validates each into its field's type.
+    fields: dict[str, Any] = {key.removeprefix("TUNEPOOL_").lower(): value for key, value in switches.items()}
+    settings = Settings(**fields)
     options = TrainingOptions.from_settings(settings)
     if settings.data_cache_dir is None:  # a cache shared by the bench's runs, kept between invocations
         options = dataclasses.replace(options, data_cache_dir=default_cache)
