@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT))
 from bench import stack  # noqa: E402
 from bench.sse_latency import cpu_seconds  # noqa: E402
 from cli import processes  # noqa: E402
-from tests.e2e.test_stream import ROWS  # noqa: E402
 from tests.servers import free_port  # noqa: E402
+from tests.support.data import ROWS  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Tell me about the quick brown fox."}]
 

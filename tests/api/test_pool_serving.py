@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
-from tests.conftest import TINY_MODEL
+from tests.support.data import TINY_MODEL
 
 
 @pytest.fixture
