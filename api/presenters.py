@@ -12,10 +12,15 @@ from api.schemas import (
     FileObject,
     JobError,
     JobPublic,
+    JobWarningPublic,
     MetricPoint,
     Progress,
 )
 from db.models import Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
+
+
+# OpenAI's event levels are info | warn | error; the database says "warning" as Python's logging does.
+EVENT_LEVELS = {"warning": "warn"}
 
 
 def ts(value: datetime | None) -> int | None:
@@ -66,6 +71,7 @@ def job_object(job: TrainingJob) -> JobPublic:
         priority=job.priority,
         resources=job.resources,
         estimated_gpu_memory_gb=round(job.memory_estimate_bytes / 1e9, 2) if job.memory_estimate_bytes else None,
+        warnings=[JobWarningPublic(**w) for w in job.warnings or []],
         progress=Progress(
             step=job.step,
             total_steps=job.total_steps,
@@ -80,7 +86,7 @@ def event_object(e: JobEvent) -> EventPublic:
     return EventPublic(
         id=f"ftevent-{e.seq}",
         created_at=int(e.created_at.timestamp()),
-        level=e.level,
+        level=EVENT_LEVELS.get(e.level, e.level),
         message=e.message,
         data=e.data,
         type=e.type,

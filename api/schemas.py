@@ -110,6 +110,14 @@ class JobError(BaseModel):
     side: Literal["user", "system"] | None = None
 
 
+class JobWarningPublic(BaseModel):
+    """Advice on the job (tunepool extension): what is likely to go wrong and what to change."""
+
+    code: str
+    message: str
+    param: str | None = None
+
+
 class Progress(BaseModel):
     step: int
     total_steps: int | None
@@ -148,6 +156,9 @@ class JobPublic(BaseModel):
     resources: dict[str, Any] | None = None
     estimated_gpu_memory_gb: float | None = Field(
         default=None, description="Planning estimate of peak GPU memory (model, quantisation, LoRA, batch, length)."
+    )
+    warnings: list[JobWarningPublic] = Field(
+        default_factory=list, description="Pre-flight and training advice (README: Warnings)."
     )
 
 
