@@ -15,6 +15,7 @@ from api.schemas import (
     JobWarningPublic,
     MetricPoint,
     Progress,
+    ReportPublic,
 )
 from db.models import Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
 
@@ -80,6 +81,12 @@ def job_object(job: TrainingJob) -> JobPublic:
             estimated_finish=eta,
         ),
     )
+
+
+def report_object(job: TrainingJob) -> ReportPublic:
+    """The job's evaluation report (the caller checks it has one)."""
+    assert job.report is not None
+    return ReportPublic(**job.report, fine_tuning_job_id=job.id, warnings=job.warnings or [])
 
 
 def event_object(e: JobEvent) -> EventPublic:

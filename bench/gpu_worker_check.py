@@ -45,6 +45,9 @@ class Recorder:
     def event(self, message: str, data: dict[str, Any] | None = None) -> None:
         print("  event:", message, flush=True)
 
+    def warning(self, code: str, message: str, param: str | None = None, data: dict[str, Any] | None = None) -> None:
+        print("  warning:", message, flush=True)
+
     def should_stop(self) -> bool:
         return False
 

@@ -148,6 +148,7 @@ def finish_job(job_id: str, outcome: JobOutcome, attempt: int | None = None) -> 
                 attempt=attempt,
                 fine_tuned_model=name,
                 trained_tokens=outcome.trained_tokens,
+                report=outcome.report,
                 finished_at=func.now(),
             )
             if done is None:  # cancelled or re-queued meanwhile: this run's result is not the job's

@@ -120,6 +120,18 @@ def get_job(session: Session, team: Team, job_id: str) -> TrainingJob:
     return job
 
 
+def get_report(session: Session, team: Team, job_id: str) -> TrainingJob:
+    """The job, once its evaluation report exists (written when training succeeds)."""
+    job = get_job(session, team, job_id)
+    if job.report is None:
+        raise NotFound(
+            f"job {job_id} has no evaluation report: it is {job.status}; the report is written when training "
+            "succeeds",
+            param="fine_tuning_job_id",
+        )
+    return job
+
+
 def list_jobs(
     session: Session, team: Team, *, after: str | None, limit: int, metadata: dict[str, str] | None
 ) -> tuple[list[TrainingJob], bool]:

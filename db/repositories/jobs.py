@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select, update
+from sqlalchemy import Select, cast, func, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from core.enums import JobStatus
@@ -97,6 +99,17 @@ def transition(
 
 def update_job(session: Session, job_id: str, **values: Any) -> None:
     session.execute(update(TrainingJob).where(TrainingJob.id == job_id).values(**values))
+
+
+def add_warning(session: Session, job_id: str, warning: dict[str, Any]) -> None:
+    """Append a {code, message, param} to the job's warnings unless one with its code is there (a resumed run)."""
+    one = cast(json.dumps([warning]), JSONB)
+    same_code = cast(json.dumps([{"code": warning["code"]}]), JSONB)
+    session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job_id, ~TrainingJob.warnings.op("@>")(same_code))
+        .values(warnings=TrainingJob.warnings.op("||")(one))
+    )
 
 
 def claim_job(session: Session, job_id: str, worker_id: str) -> TrainingJob | None:
