@@ -19,7 +19,6 @@ from api.schemas import (
 )
 from db.models import Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
 
-
 # OpenAI's event levels are info | warn | error; the database says "warning" as Python's logging does.
 EVENT_LEVELS = {"warning": "warn"}
 

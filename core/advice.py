@@ -95,7 +95,7 @@ def spec_warnings(spec: JobSpec, train_examples: int, valid_examples: int | None
             JobWarning(
                 code="attention_only_modules",
                 message="lora.target_modules adapts attention projections only: format and structure can change, "
-                "but style and domain knowledge need the MLP layers. Use \"all-linear\" (or add gate_proj, up_proj, "
+                'but style and domain knowledge need the MLP layers. Use "all-linear" (or add gate_proj, up_proj, '
                 "down_proj) if the fine-tune is about style or facts.",
                 param="lora.target_modules",
             )

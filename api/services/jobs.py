@@ -8,12 +8,12 @@ from sqlalchemy.orm import Session
 from api.schemas import JobCreate
 from api.services import placement
 from api.services import quotas as quota_service
+from core.advice import JobWarning, resolve_auto, spec_warnings
 from core.enums import JobStatus
 from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
 from core.logging import request_id as log_context_request_id
 from core.registry import load_registry
-from core.advice import JobWarning, resolve_auto, spec_warnings
 from core.schemas.spec import EarlyStopping, JobSpec, TrainingSpec
 from core.settings import Settings
 from db.models import Team, TrainingJob

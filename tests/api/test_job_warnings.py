@@ -10,8 +10,12 @@ def test_r8_alpha128_warns_at_creation_on_the_job_and_in_the_events(api) -> None
     train = upload(api, jsonl(CHAT)).json()["id"]
     r = api.post(
         "/v1/fine_tuning/jobs",
-        json={"model": TINY_MODEL, "training_file": train, "lora": {"r": 8, "alpha": 128},
-              "hyperparameters": {"n_epochs": 1, "batch_size": 2}},
+        json={
+            "model": TINY_MODEL,
+            "training_file": train,
+            "lora": {"r": 8, "alpha": 128},
+            "hyperparameters": {"n_epochs": 1, "batch_size": 2},
+        },
     )
     assert r.status_code == 200, r.text  # advice, never a refusal
     job = r.json()

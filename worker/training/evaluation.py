@@ -125,9 +125,7 @@ def check_merged(
     return result
 
 
-def report(
-    model: Any, tokenizer: Any, data: TokenizedData, prompts_file: Path, evaluated_on: str
-) -> dict[str, Any]:
+def report(model: Any, tokenizer: Any, data: TokenizedData, prompts_file: Path, evaluated_on: str) -> dict[str, Any]:
     """Base (adapter disabled) vs fine-tune loss on `data`, and greedy generations of both for `prompts_file`."""
     fine = loss_on(model, data)
     asked = prompts(prompts_file, tokenizer)

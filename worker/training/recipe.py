@@ -72,8 +72,8 @@ def _run(
     from worker.training import config, evaluation, throughput
     from worker.training.callbacks import ReporterCallback
     from worker.training.diagnosis import DiagnosisCallback
-    from worker.training.preflight import report_data_warnings
     from worker.training.outputs import library_versions, merge_adapter, save_adapter
+    from worker.training.preflight import report_data_warnings
 
     device = config.resolve_device(device)
     _check_inputs(paths)

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.schemas.spec import JobSpec, ResolvedHyperparameters
-from tests.worker.training.helpers import RecordingReporter, chat_rows, write_jsonl
+from tests.worker.training.helpers import RecordingReporter, write_jsonl
 from worker.training import TrainingPaths, TrainingResult, run_training
 from worker.training.config import merge_dtype
 from worker.training.evaluation import check_merged, round_to_4bit
@@ -69,7 +69,9 @@ def overfit(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
         artifacts=["adapter", "merged"],
     )
     paths = TrainingPaths(
-        tiny_model, write_jsonl(work / "train.jsonl", [TRAIN_ROW] * 8), write_jsonl(work / "valid.jsonl", VALID_ROWS),
+        tiny_model,
+        write_jsonl(work / "train.jsonl", [TRAIN_ROW] * 8),
+        write_jsonl(work / "valid.jsonl", VALID_ROWS),
         work / "out",
     )
     torch.manual_seed(0)
@@ -93,9 +95,11 @@ def test_early_stopping_publishes_the_best_checkpoint(overfit: Run) -> None:
     assert best is not None and best < result.steps and report["published_step"] == best
     published = load_file(str(result.adapter_dir / ADAPTER_FILE))
     at_best = load_file(str(overfit.kept / f"step-{best}.safetensors"))
-    at_last = load_file(str(overfit.kept / f"step-{result.steps}.safetensors")) if (
-        overfit.kept / f"step-{result.steps}.safetensors"
-    ).is_file() else None
+    at_last = (
+        load_file(str(overfit.kept / f"step-{result.steps}.safetensors"))
+        if (overfit.kept / f"step-{result.steps}.safetensors").is_file()
+        else None
+    )
     assert published.keys() == at_best.keys()
     assert all(torch.equal(published[k], at_best[k]) for k in published)
     if at_last is not None:
@@ -123,9 +127,7 @@ def test_merge_check_passes_on_the_real_merge_and_fires_on_a_4bit_one(overfit: R
     tokenizer = __import__("transformers").AutoTokenizer.from_pretrained(overfit.paths.base_model)
     data = load_data(overfit.paths, tokenizer, 64, RecordingReporter(), tmp_path / "cache").valid
     assert data is not None
-    failed = check_merged(
-        overfit.paths.base_model, overfit.result.adapter_dir, broken, data, "cpu", merge_dtype("cpu")
-    )
+    failed = check_merged(overfit.paths.base_model, overfit.result.adapter_dir, broken, data, "cpu", merge_dtype("cpu"))
     assert not failed["passed"] and failed["difference"] > failed["tolerance"]
 
 
