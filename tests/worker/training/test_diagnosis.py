@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.schemas.spec import JobSpec, ResolvedHyperparameters
-from tests.worker.training.helpers import RecordingReporter, write_jsonl
+from tests.worker.training.helpers import RecordingReporter, chat_rows, write_jsonl
 from worker.training import TrainingPaths, TrainingResult, run_training
 from worker.training.config import merge_dtype
 from worker.training.evaluation import check_merged, round_to_4bit
@@ -151,3 +151,21 @@ def test_truncation_untrainable_examples_and_overlap_are_warned(tiny_model: Path
     assert truncated["data"]["examples"] == 4 and truncated["data"]["longest"] > 16
     assert truncated["param"] == "training.max_seq_length"
     assert codes["training_untrainable"]["data"] == {"examples": 1}
+
+
+def test_a_huge_alpha_and_learning_rate_warn_of_early_instability(tiny_model: Path, tmp_path: Path) -> None:
+    spec = JobSpec(
+        hyperparameters=ResolvedHyperparameters(n_epochs=1, batch_size=2, learning_rate_multiplier=5.0),
+        lora={"r": 8, "alpha": 1024, "dropout": 0.0},  # alpha/r = 128: the seed's failure case, exaggerated
+        quantization={"mode": "none"},
+        training={"learning_rate": 1.0, "lr_scheduler": "constant", "max_seq_length": 64, "max_steps": 6},
+        artifacts=["adapter"],
+    )
+    torch.manual_seed(0)
+    reporter = RecordingReporter()
+    train = write_jsonl(tmp_path / "train.jsonl", chat_rows(8))
+    run_training(spec, TrainingPaths(tiny_model, train, None, tmp_path / "out"), reporter, device="cpu")
+    [warning] = [w for w in reporter.warnings if w["code"] == "early_instability"]
+    assert warning["data"]["step"] <= 6 and warning["data"]["value"] > 10 * warning["data"]["baseline"]
+    assert "alpha/r = 128" in warning["message"] and "learning rate 5" in warning["message"]
+    assert "max_grad_norm" in warning["message"]
