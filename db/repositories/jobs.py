@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, cast, func, select, update
+from sqlalchemy import Select, func, literal, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -103,8 +102,8 @@ def update_job(session: Session, job_id: str, **values: Any) -> None:
 
 def add_warning(session: Session, job_id: str, warning: dict[str, Any]) -> None:
     """Append a {code, message, param} to the job's warnings unless one with its code is there (a resumed run)."""
-    one = cast(json.dumps([warning]), JSONB)
-    same_code = cast(json.dumps([{"code": warning["code"]}]), JSONB)
+    one = literal([warning], JSONB)
+    same_code = literal([{"code": warning["code"]}], JSONB)
     session.execute(
         update(TrainingJob)
         .where(TrainingJob.id == job_id, ~TrainingJob.warnings.op("@>")(same_code))
