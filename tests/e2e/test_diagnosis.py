@@ -18,7 +18,7 @@ from safetensors.torch import load as load_safetensors
 from tests.conftest import TINY_MODEL
 from tests.e2e.test_checkpoints import wait_status
 from tests.e2e.test_stream import client_for
-from tests.worker.training.test_diagnosis import TRAIN_ROW, VALID_ROWS
+from tests.worker.training.test_diagnosis import OVERFIT_TRAINING, TRAIN_ROW, VALID_ROWS
 
 
 @pytest.fixture
@@ -59,14 +59,7 @@ def test_overfitting_job_stops_early_publishes_its_best_step_and_reports(http, r
         "hyperparameters": {"n_epochs": 8, "batch_size": 4},
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
         "quantization": "none",
-        "training": {
-            "learning_rate": 2e-2,
-            "max_seq_length": 64,
-            "warmup_ratio": 0.0,
-            "eval_every_steps": 2,
-            "save_every_steps": 2,
-            "early_stopping": {"patience": 2},
-        },
+        "training": OVERFIT_TRAINING,
         "artifacts": ["adapter", "merged"],
     }
     r = http.post("/fine_tuning/jobs", json=body)

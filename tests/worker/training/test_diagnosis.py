@@ -28,6 +28,17 @@ VALID_ROWS = [
     {"prompt": "Hello, how are you today?", "completion": " I am fine, thank you for asking."},
 ]
 
+# Memorise one fact with a high learning rate, evaluating (and checkpointing) every 2 steps: the validation loss on
+# other sentences turns up after about 6 steps while the training loss keeps falling.
+OVERFIT_TRAINING = {
+    "learning_rate": 2e-2,
+    "max_seq_length": 64,
+    "warmup_ratio": 0.0,
+    "eval_every_steps": 2,
+    "save_every_steps": 2,
+    "early_stopping": {"patience": 2},
+}
+
 
 class KeepingReporter(RecordingReporter):
     """Copies each checkpoint's adapter weights before the trainer rotates the checkpoint away."""
@@ -58,14 +69,7 @@ def overfit(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
         hyperparameters=ResolvedHyperparameters(n_epochs=8, batch_size=4, learning_rate_multiplier=1.0),
         lora={"r": 8, "alpha": 16, "dropout": 0.0},
         quantization={"mode": "none"},
-        training={
-            "learning_rate": 2e-2,
-            "max_seq_length": 64,
-            "warmup_ratio": 0.0,
-            "eval_every_steps": 2,
-            "save_every_steps": 2,
-            "early_stopping": {"patience": 2},
-        },
+        training=OVERFIT_TRAINING,
         artifacts=["adapter", "merged"],
     )
     paths = TrainingPaths(
