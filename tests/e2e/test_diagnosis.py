@@ -17,6 +17,7 @@ from safetensors.torch import load as load_safetensors
 
 from tests.conftest import TINY_MODEL
 from tests.e2e.test_checkpoints import wait_status
+from tests.e2e.test_dashboard_pages import browser, sign_in  # noqa: F401 (browser is a fixture)
 from tests.e2e.test_stream import client_for
 from tests.worker.training.test_diagnosis import OVERFIT_TRAINING, TRAIN_ROW, VALID_ROWS
 
@@ -51,7 +52,7 @@ def test_r8_alpha128_is_warned_at_creation(http) -> None:  # type: ignore[no-unt
     assert any(e["level"] == "warn" and e["data"]["warning"]["code"] == "alpha_rank_ratio" for e in events)
 
 
-def test_overfitting_job_stops_early_publishes_its_best_step_and_reports(http, running_service, team) -> None:  # type: ignore[no-untyped-def]
+def test_overfitting_job_stops_early_publishes_its_best_step_and_reports(http, running_service, team, browser) -> None:  # noqa: F811  # type: ignore[no-untyped-def]
     body = {
         "model": TINY_MODEL,
         "training_file": upload(http, [TRAIN_ROW] * 8, "t.jsonl"),
@@ -108,6 +109,12 @@ def test_overfitting_job_stops_early_publishes_its_best_step_and_reports(http, r
     assert printed.returncode == 0, printed.stderr
     assert "fine_tune" in printed.stdout and "merge check passed" in printed.stdout
     assert "overfitting" in printed.stdout and VALID_ROWS[0]["prompt"] in printed.stdout
+
+    sign_in(browser, team.key)
+    page = browser.get(f"/jobs/{job['id']}", headers={"accept": "text/html"}).text
+    assert page.index('id="warnings"') < page.index('id="report"') < page.index("<h2>Spec</h2>")
+    assert 'data-code="overfitting"' in page and "Merge check passed" in page
+    assert VALID_ROWS[1]["completion"].strip() in page  # the generations table, with the references
 
 
 def test_report_of_an_unfinished_or_foreign_job_is_404(http, make_team, running_service) -> None:  # type: ignore[no-untyped-def]
