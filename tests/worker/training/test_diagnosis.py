@@ -19,6 +19,7 @@ from tests.worker.training.helpers import RecordingReporter, chat_rows, write_js
 from worker.training import TrainingPaths, TrainingResult, run_training
 from worker.training.config import merge_dtype
 from worker.training.evaluation import check_merged, round_to_4bit
+from worker.training.interfaces import TrainingOptions
 from worker.training.throughput import load_data
 
 ADAPTER_FILE = "adapter_model.safetensors"
@@ -173,3 +174,28 @@ def test_a_huge_alpha_and_learning_rate_warn_of_early_instability(tiny_model: Pa
     assert warning["data"]["step"] <= 6 and warning["data"]["value"] > 10 * warning["data"]["baseline"]
     assert "alpha/r = 128" in warning["message"] and "learning rate 5" in warning["message"]
     assert "max_grad_norm" in warning["message"]
+
+
+def test_a_broken_merge_is_not_published_but_the_adapter_is(tiny_model: Path, tmp_path: Path) -> None:
+    spec = JobSpec(
+        hyperparameters=ResolvedHyperparameters(n_epochs=8, batch_size=4, learning_rate_multiplier=1.0),
+        lora={"r": 8, "alpha": 16, "dropout": 0.0},
+        quantization={"mode": "none"},
+        training=OVERFIT_TRAINING,
+        artifacts=["adapter", "merged"],
+    )
+    paths = TrainingPaths(
+        tiny_model,
+        write_jsonl(tmp_path / "train.jsonl", [TRAIN_ROW] * 8),
+        write_jsonl(tmp_path / "valid.jsonl", VALID_ROWS),
+        tmp_path / "out",
+    )
+    torch.manual_seed(0)
+    reporter = RecordingReporter()
+    options = TrainingOptions(inject_broken_merge=True)  # the merged weights rounded to 4-bit levels
+    result = run_training(spec, paths, reporter, device="cpu", options=options)
+    assert result.merged_dir is None and (result.adapter_dir / ADAPTER_FILE).is_file()
+    check = result.report["merge_check"]  # type: ignore[index]
+    assert not check["passed"] and check["difference"] > check["tolerance"]
+    [warning] = [w for w in reporter.warnings if w["code"] == "merge_check_failed"]
+    assert "not published" in warning["message"] and "16-bit base" in warning["message"]
