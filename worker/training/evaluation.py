@@ -21,9 +21,10 @@ MAX_EVAL_EXAMPLES = 64  # bounds the report's cost on a big validation file (it 
 MAX_GENERATIONS = 8
 MAX_NEW_TOKENS = 48
 # |merged - (base + adapter)| may be this much of the reference loss (+ an absolute floor): 16-bit weights round
-# differently once merged, float32 barely. Measured on the tiny test Llama in bf16 (loss about 6): a correct merge
-# differs by 1e-4 to 2e-4, a merge rounded to 4-bit levels by 8e-3; the bound, 2.8e-3 there, lies between.
-MERGE_TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.bfloat16: (3e-4, 1e-3), torch.float16: (3e-4, 1e-3)}
+# differently once merged, float32 barely. Measured in bf16: a correct merge differs by 1e-4 to 2e-4 on the tiny
+# test Llama (loss about 6) and by 1.6e-3 on SmolLM2-135M (loss 0.06); a merge rounded to 4-bit levels by 7.6e-3 on
+# the tiny Llama. The bound (4e-3 + 3e-4 x loss) lies between, with little margin on the tiny model's side.
+MERGE_TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.bfloat16: (3e-4, 4e-3), torch.float16: (3e-4, 4e-3)}
 
 
 def loss_on(model: Any, data: TokenizedData, limit: int = MAX_EVAL_EXAMPLES) -> float:
