@@ -12,8 +12,10 @@ from api.schemas import (
     FileObject,
     JobError,
     JobPublic,
+    JobWarningPublic,
     Method,
     Progress,
+    ReportPublic,
     SupervisedMethod,
 )
 from core.naming import checkpoint_model_name
@@ -21,6 +23,9 @@ from core.placement import GB
 from core.schemas.metrics import StepMetrics
 from core.schemas.spec import Hyperparameters, JobSpec, ResourceSpec
 from db.models import ApiKey, Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
+
+# OpenAI's event levels are info | warn | error; the database says "warning" as Python's logging does.
+EVENT_LEVELS = {"warning": "warn"}
 
 
 def ts(value: datetime | None) -> int | None:
@@ -86,6 +91,7 @@ def job_object(job: TrainingJob) -> JobPublic:
         resources=ResourceSpec.model_validate(job.resources) if job.resources else None,
         minimum_gpu_memory_gb=_gb(job.memory_estimate_bytes),
         planned_peak_gpu_memory_gb=_gb(job.planned_peak_bytes),
+        warnings=[JobWarningPublic(**w) for w in job.warnings or []],
         progress=Progress(
             step=job.step,
             total_steps=job.total_steps,
@@ -100,13 +106,19 @@ def _gb(value: int | None) -> float | None:
     return round(value / GB, 2) if value else None
 
 
+def report_object(job: TrainingJob) -> ReportPublic:
+    """The job's evaluation report (the caller checks it has one)."""
+    assert job.report is not None
+    return ReportPublic(**job.report, fine_tuning_job_id=job.id, warnings=job.warnings or [])
+
+
 def event_object(e: JobEvent) -> EventPublic:
     # OpenAI's event `type` is "message" or "metrics" and its `level` info/warn/error: tunepool's finer kinds
     # (status, checkpoint, artifact) travel in `kind`, which is also the SSE event name.
     return EventPublic(
         id=f"ftevent-{e.job_seq}",
         created_at=int(e.created_at.timestamp()),
-        level="warn" if e.level == "warning" else e.level,
+        level=EVENT_LEVELS.get(e.level, e.level),
         message=e.message,
         data=e.data or {},
         type="metrics" if e.type == "metrics" else "message",

@@ -115,6 +115,14 @@ class JobError(BaseModel):
     side: ErrorSide | None = None
 
 
+class JobWarningPublic(BaseModel):
+    """Advice on the job (tunepool extension): what is likely to go wrong and what to change."""
+
+    code: str
+    message: str
+    param: str | None = None
+
+
 class Progress(BaseModel):
     step: int
     total_steps: int | None
@@ -161,6 +169,51 @@ class JobPublic(BaseModel):
         description="Peak GPU memory the worker's batch plan expects (the fastest plan that fits its GPU); null "
         "until a worker has planned the job. Decimal GB.",
     )
+    warnings: list[JobWarningPublic] = Field(
+        default_factory=list, description="Pre-flight and training advice (README: Warnings)."
+    )
+
+
+class LossPublic(BaseModel):
+    loss: float | None
+    perplexity: float | None
+
+
+class GenerationPublic(BaseModel):
+    """One validation prompt, greedy: the base model's answer, the fine-tune's and the reference."""
+
+    prompt: str
+    reference: str
+    base: str
+    fine_tune: str
+
+
+class MergeCheckPublic(BaseModel):
+    """The merged model's loss against base + adapter's; failed: the merged artifact was not published."""
+
+    passed: bool
+    base_plus_adapter_loss: float
+    merged_loss: float | None
+    difference: float | None
+    tolerance: float
+    dtype: str
+
+
+class ReportPublic(BaseModel):
+    """`GET /v1/fine_tuning/jobs/{id}/report` (tunepool extension): is the fine-tune any good?"""
+
+    object: Literal["fine_tuning.job.report"] = "fine_tuning.job.report"
+    fine_tuning_job_id: str
+    evaluated_on: str = Field(description='"validation_file", or the training examples when there is none.')
+    examples: int
+    base: LossPublic
+    fine_tune: LossPublic
+    generations: list[GenerationPublic]
+    merge_check: MergeCheckPublic | None = Field(default=None, description="Null when no merged model was asked for.")
+    steps: int
+    published_step: int = Field(description="The step whose adapter was published (the best, with early stopping).")
+    stopped_early_at: int | None = None
+    warnings: list[JobWarningPublic]
 
 
 class EventPublic(BaseModel):

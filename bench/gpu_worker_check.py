@@ -65,6 +65,9 @@ class Recorder:
     def checkpoint(self, step: int, path: Path, metrics: StepMetrics | None) -> None:
         print(f"  checkpoint: step {step} at {path}", flush=True)
 
+    def warning(self, code: str, message: str, param: str | None = None, data: dict[str, Any] | None = None) -> None:
+        print("  warning:", message, flush=True)
+
     def should_stop(self) -> bool:
         return False
 

@@ -186,6 +186,9 @@ def run_tunepool(name: str, model_dir: Path, data: Path, seq: int, steps: int, o
             if message.startswith("LoRA adapter") and CUDA:
                 torch.cuda.reset_peak_memory_stats()  # like the plain runs: training memory, model included
 
+        def warning(self, code: str, message: str, param: str | None = None, data: Any = None) -> None:
+            print("    warning:", message, flush=True)
+
         def checkpoint(self, step: int, path: Path, metrics: Any) -> None:
             pass
 

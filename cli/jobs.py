@@ -1,4 +1,4 @@
-"""`tunepool jobs …`: create, list, get, cancel, pause, resume, events, follow (live), metrics (and a plot)."""
+"""`tunepool jobs …`: create, list, get, cancel, pause, resume, events, follow (live), metrics (and a plot), report."""
 
 from __future__ import annotations
 
@@ -98,6 +98,7 @@ def jobs_get(job_id: str, json_out: JsonFlag = False) -> None:
         ("estimated_finish", str(p.get("estimated_finish") or "–")),
         ("fine_tuned_model", job["fine_tuned_model"] or "–"),
         ("error", (job["error"] or {}).get("message", "–")),
+        *(("warning", f"{w['code']}: {w['message']}") for w in job.get("warnings", [])),
     ]
     for name, value in rows:
         table.add_row(f"[dim]{name}[/]", str(value))
@@ -193,3 +194,36 @@ def jobs_checkpoints(job_id: str, json_out: JsonFlag = False) -> None:
             str(c["step_number"]), c["fine_tuned_model_checkpoint"], fmt(m.get("train_loss")), fmt(m.get("valid_loss"))
         )
     emit(body, json_out, table)
+
+
+@jobs_app.command("report")
+def jobs_report(job_id: str, json_out: JsonFlag = False) -> None:
+    """The evaluation report: base vs fine-tune validation loss, the merge check, warnings, sample generations."""
+    with connect() as client:
+        report = check(client.get(f"/fine_tuning/jobs/{job_id}/report"))
+    if json_out:
+        emit(report, True)
+        return
+    losses = Table(
+        "model",
+        "loss",
+        "perplexity",
+        title=f"Evaluated on {report['evaluated_on']} "
+        f"({report['examples']} examples); published step {report['published_step']} of {report['steps']}",
+    )
+    for name in ("base", "fine_tune"):
+        losses.add_row(name, fmt(report[name]["loss"]), fmt(report[name]["perplexity"], ",.2f"))
+    console.print(losses)
+    merge = report.get("merge_check")
+    if merge:
+        verdict = "[green]passed[/]" if merge["passed"] else "[red]FAILED: merged model not published[/]"
+        console.print(
+            f"merge check {verdict}: merged loss {fmt(merge['merged_loss'])} vs base + adapter "
+            f"{fmt(merge['base_plus_adapter_loss'])} (tolerance {merge['tolerance']}, {merge['dtype']})"
+        )
+    for warning in report["warnings"]:
+        console.print(f"[yellow]warning[/] {warning['code']}: {warning['message']}")
+    generations = Table("prompt", "reference", "base", "fine-tune", title="Greedy generations")
+    for g in report["generations"]:
+        generations.add_row(g["prompt"], g["reference"], g["base"], g["fine_tune"])
+    console.print(generations)

@@ -101,6 +101,11 @@ class Settings(BaseSettings):
         ge=0,
         description="Every training forward of more than N tokens raises a real OutOfMemoryError (tests, drills).",
     )
+    inject_broken_merge: bool = Field(
+        default=False,
+        description="Round merged weights to 4-bit levels, as a merge into a 4-bit model would (tests of the merge "
+        "check: the merged model must not be published).",
+    )
 
     # Deploy and operate (issue 7): object store, logs, webhooks.
     storage_url: str = Field(

@@ -162,8 +162,9 @@ def succeed(
     fine_tuned_model: str,
     trained_tokens: int | None,
     published: list[dict[str, Any]],
+    report: dict[str, Any] | None = None,
 ) -> bool:
-    """`running` → `succeeded` with its artifact rows (columns in `published`), all or nothing; False if refused."""
+    """`running` → `succeeded` with its artifact rows (columns in `published`) and report; False if refused."""
     job = jobs.transition(
         session,
         job_id,
@@ -172,6 +173,7 @@ def succeed(
         attempt=attempt,
         fine_tuned_model=fine_tuned_model,
         trained_tokens=trained_tokens,
+        report=report,
         finished_at=func.now(),
     )
     if job is None:  # cancelled or re-queued meanwhile: this run's result is not the job's

@@ -95,6 +95,9 @@ class TrainingJob(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(32), index=True)
     error: Mapped[dict[str, Any] | None]
+    # Advice on the spec and data ({code, message, param}), from creation and from training (core/advice.py).
+    warnings: Mapped[list[Any]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
+    report: Mapped[dict[str, Any] | None]  # the evaluation report after training (worker/training/evaluation.py)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(512))
     # Set by DELETE /v1/models/{id}: the model and its artifacts are gone; the job keeps its history.
     model_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

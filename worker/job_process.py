@@ -74,9 +74,8 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
             adapter = publish_dir(store, result.adapter_dir, f"artifacts/{team_id}/{job_id}/adapter.tar", "adapter.tar")
             if "adapter" in spec.artifacts:
                 published.append(PublishedArtifact(**adapter, kind=ArtifactKind.ADAPTER, metrics=final))
-            published.append(
-                PublishedArtifact(**adapter, kind=ArtifactKind.CHECKPOINT, step=result.steps, metrics=final)
-            )
+            step = result.published_step or result.steps  # with early stopping: the best step's adapter
+            published.append(PublishedArtifact(**adapter, kind=ArtifactKind.CHECKPOINT, step=step, metrics=final))
             if result.merged_dir is not None:
                 merged = publish_dir(store, result.merged_dir, f"artifacts/{team_id}/{job_id}/merged.tar", "merged.tar")
                 published.append(PublishedArtifact(**merged, kind=ArtifactKind.MERGED, metrics=final))
@@ -84,7 +83,9 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
             for a in published:
                 store.delete(a.storage_key)
             return JobOutcome.failed("storage_error", f"could not publish artifacts: {exc}", ErrorSide.SYSTEM)
-        return JobOutcome(status="succeeded", artifacts=published, trained_tokens=result.trained_tokens)
+        return JobOutcome(
+            status="succeeded", artifacts=published, trained_tokens=result.trained_tokens, report=result.report
+        )
     finally:
         # Steps logged while the database was unreachable wait in memory: write them before the parent records the
         # outcome (after which this claim's writes are refused) and before this process exits with them.

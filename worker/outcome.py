@@ -38,6 +38,7 @@ class JobOutcome(BaseModel):
     status: OutcomeStatus
     artifacts: list[PublishedArtifact] = Field(default_factory=list)  # succeeded
     trained_tokens: int | None = None  # succeeded
+    report: dict[str, Any] | None = None  # succeeded: the evaluation report (worker/training/evaluation.py)
     step: int | None = None  # paused: the step its checkpoint resumes from
     error: JobFailure | None = None  # failed
 

@@ -46,6 +46,8 @@ class _Write:
     message: str
     type: str = "message"
     data: dict[str, Any] | None = None
+    level: str = "info"
+    warning: dict[str, Any] | None = None  # {code, message, param} for the job's `warnings`
     metric: dict[str, Any] | None = None  # a job_metric row
     progress: dict[str, Any] | None = None  # job columns; only the newest pending write keeps them
     columns: dict[str, Any] | None = None  # job columns that are not progress: always written
@@ -115,6 +117,10 @@ class DatabaseReporter:
         planned = (data or {}).get("planned_peak_bytes")
         columns = {"planned_peak_bytes": int(planned)} if planned else None
         self._write(_Write(message, data=data, columns=columns))
+
+    def warning(self, code: str, message: str, param: str | None = None, data: dict[str, Any] | None = None) -> None:
+        warning = {"code": code, "message": message, "param": param}
+        self._write(_Write(message, data={**(data or {}), "warning": warning}, level="warning", warning=warning))
 
     def checkpoint(self, step: int, path: Path, m: StepMetrics | None) -> None:
         """Store the checkpoint dir as a `checkpoint` artifact; keep the newest N plus the best by valid_loss."""
@@ -205,7 +211,11 @@ class DatabaseReporter:
             metrics.upsert_metric(session, self.job_id, write.metric)
         if write.checkpoint is not None:
             write.unreferenced = self._add_checkpoint(session, write.checkpoint)
-        event = events.add_event(session, self.job_id, write.message, type=write.type, data=write.data)
+        event = events.add_event(
+            session, self.job_id, write.message, level=write.level, type=write.type, data=write.data
+        )
+        if write.warning is not None:
+            jobs.add_warning(session, self.job_id, write.warning)
         if write.progress is not None:
             jobs.update_job(session, self.job_id, **write.progress)
         if write.columns is not None:

@@ -152,6 +152,7 @@ def finish_job(job_id: str, outcome: JobOutcome, attempt: int | None = None) -> 
                 fine_tuned_model=name,
                 trained_tokens=outcome.trained_tokens,
                 published=[a.model_dump(mode="json") for a in outcome.artifacts],
+                report=outcome.report,
             )
             # OpenAI's result file, in the same transaction: a job that succeeded has one (unless the store failed).
             if succeeded and (result := results.publish_result_file(session, configured_store(get_settings()), job)):

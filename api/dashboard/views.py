@@ -60,6 +60,7 @@ def job_page(session: Session, team: Team, job_id: str) -> dict[str, Any]:
     last_event = events.list_events(session, job.id, limit=1)
     return {
         "job": presenters.job_object(job),
+        "report": presenters.report_object(job) if job.report is not None else None,
         "spec": job.spec,
         "metrics": chart_points(metrics.list_metrics(session, job.id)),
         "events": [presenters.event_object(e) for e in events.list_events(session, job.id, limit=EVENTS_SHOWN)],

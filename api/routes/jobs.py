@@ -20,6 +20,7 @@ from api.schemas import (
     JobPublic,
     ListPage,
     MetricsSeries,
+    ReportPublic,
 )
 from api.services import idempotency, sharing
 from api.services import jobs as service
@@ -100,6 +101,11 @@ def _parse_metadata(raw: str | None) -> dict[str, str] | None:
 @router.get("/{job_id}", response_model=JobPublic)
 def retrieve_job(job_id: str, session: SessionDep, team: CurrentTeam) -> JobPublic:
     return presenters.job_object(service.get_job(session, team, job_id))
+
+
+@router.get("/{job_id}/report", response_model=ReportPublic)
+def get_report(job_id: str, session: SessionDep, team: CurrentTeam) -> ReportPublic:
+    return presenters.report_object(service.get_report(session, team, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

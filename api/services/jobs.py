@@ -9,12 +9,13 @@ from sqlalchemy.orm import Session
 from api.schemas import JobCreate
 from api.services import placement
 from api.services import quotas as quota_service
+from core.advice import JobWarning, resolve_auto, spec_warnings
 from core.enums import JobStatus
 from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
 from core.logging import request_id as log_context_request_id
 from core.registry import load_registry
-from core.schemas.spec import DEFAULT_SEED, JobSpec, resolve_hyperparameters
+from core.schemas.spec import DEFAULT_SEED, EarlyStopping, JobSpec, TrainingSpec
 from core.settings import Settings
 from db import lifecycle
 from db.models import Team, TrainingJob
@@ -33,6 +34,7 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
         raise InvalidRequest(
             f"training_file {train.id!r} is a {train.purpose} file, not fine-tune data", param="training_file"
         )
+    valid = None
     if body.validation_file:
         valid = files_repo.get_file(session, team.id, body.validation_file)
         if valid is None:
@@ -47,14 +49,26 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
                 param="validation_file",
             )
     seed = DEFAULT_SEED if body.seed is None else body.seed
+    asked = body.effective_hyperparameters()
+    hyperparameters, notes = resolve_auto(asked, train.line_count)
     spec = JobSpec(
-        hyperparameters=resolve_hyperparameters(body.effective_hyperparameters()),
+        hyperparameters=hyperparameters,
         lora=body.lora,
         quantization=body.quantization,
-        training=body.training,
+        training=_with_early_stopping(body, auto_epochs=asked.n_epochs == "auto"),
         artifacts=body.artifacts,
         seed=seed,
     )
+    advice = notes + spec_warnings(spec, train.line_count, valid.line_count if valid else None)
+    if spec.training.early_stopping is not None and body.training.early_stopping is None:
+        advice.append(
+            JobWarning(
+                code="auto_early_stopping",
+                message="training.early_stopping on (patience 2) because n_epochs is auto: training stops when the "
+                "validation loss stops improving, and the best checkpoint by validation loss is published.",
+                param="training.early_stopping",
+            )
+        )
     quota_service.check_can_queue(session, team)
     estimate = placement.estimate_job_memory(settings, body.model, spec)
     placement.check_fits_pool(session, settings, body.resources, estimate)
@@ -74,6 +88,7 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
             job_metadata=body.metadata,
             priority=body.priority,
             status=JobStatus.VALIDATING_FILES.value,
+            warnings=[w.model_dump() for w in advice],
             step=0,
             attempts=0,
             cancel_requested=False,
@@ -83,13 +98,40 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
     events.add_event(session, job.id, f"Validating training file: {train.id}")
     if body.validation_file:
         events.add_event(session, job.id, f"Validating validation file: {body.validation_file}")
+    for warning in advice:
+        events.add_event(session, job.id, warning.message, level="warning", data={"warning": warning.model_dump()})
     return job
+
+
+def _with_early_stopping(body: JobCreate, *, auto_epochs: bool) -> TrainingSpec:
+    """The training section; early stopping needs a validation file, and is on by default when epochs are auto."""
+    training = body.training
+    if training.early_stopping is not None and not body.validation_file:
+        raise InvalidRequest(
+            "training.early_stopping needs a validation_file to measure the validation loss on",
+            param="training.early_stopping",
+        )
+    if training.early_stopping is None and auto_epochs and body.validation_file:
+        return training.model_copy(update={"early_stopping": EarlyStopping()})
+    return training
 
 
 def get_job(session: Session, team: Team, job_id: str) -> TrainingJob:
     job = jobs.get_job(session, team.id, job_id)
     if job is None:
         raise NotFound(f"no fine-tuning job {job_id!r}", param="fine_tuning_job_id")
+    return job
+
+
+def get_report(session: Session, team: Team, job_id: str) -> TrainingJob:
+    """The job, once its evaluation report exists (written when training succeeds)."""
+    job = get_job(session, team, job_id)
+    if job.report is None:
+        raise NotFound(
+            f"job {job_id} has no evaluation report: it is {job.status}; the report is written when training "
+            "succeeds",
+            param="fine_tuning_job_id",
+        )
     return job
 
 

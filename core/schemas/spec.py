@@ -72,6 +72,13 @@ class QuantizationSpec(_Strict):
     compute_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
 
 
+class EarlyStopping(_Strict):
+    """Stop when the validation loss has not improved by `min_delta` for `patience` evaluations; publish the best."""
+
+    patience: int = Field(default=2, ge=1, le=1000, description="Evaluations without improvement before stopping.")
+    min_delta: float = Field(default=0.0, ge=0, le=100, description="Smallest drop that counts as improvement.")
+
+
 class TrainingSpec(_Strict):
     max_seq_length: int = Field(default=2048, ge=16, le=131072, description="Longer examples are truncated.")
     learning_rate: float = Field(
@@ -100,6 +107,11 @@ class TrainingSpec(_Strict):
     logging_steps: int = Field(default=1, ge=1, le=100_000)
     eval_every_steps: int | None = Field(default=None, ge=1, description="Default: once per epoch.")
     save_every_steps: int | None = Field(default=None, ge=1, description="Adapter checkpoint cadence.")
+    early_stopping: EarlyStopping | None = Field(
+        default=None,
+        description="Off by default; on (patience 2) when n_epochs is auto and there is a validation file. "
+        "Needs a validation_file.",
+    )
     report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list,
         max_length=3,
@@ -151,12 +163,3 @@ class JobSpec(_Strict):
             raise ValueError("artifacts: ask for at least one of adapter, merged")
         self.artifacts = list(dict.fromkeys(self.artifacts))
         return self
-
-
-def resolve_hyperparameters(h: Hyperparameters) -> ResolvedHyperparameters:
-    """Replace "auto" with the values the trainer will use."""
-    return ResolvedHyperparameters(
-        n_epochs=DEFAULT_EPOCHS if h.n_epochs == "auto" else h.n_epochs,
-        batch_size=DEFAULT_BATCH_SIZE if h.batch_size == "auto" else h.batch_size,
-        learning_rate_multiplier=1.0 if h.learning_rate_multiplier == "auto" else h.learning_rate_multiplier,
-    )

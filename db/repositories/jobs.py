@@ -6,7 +6,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select, update
+from sqlalchemy import ColumnElement, Select, func, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from core.enums import JobStatus
@@ -103,6 +104,17 @@ def settle_pause(session: Session, job_id: str, attempt: int | None) -> bool:
 
 def update_job(session: Session, job_id: str, **values: Any) -> None:
     session.execute(update(TrainingJob).where(TrainingJob.id == job_id).values(**values))
+
+
+def add_warning(session: Session, job_id: str, warning: dict[str, Any]) -> None:
+    """Append a {code, message, param} to the job's warnings unless one with its code is there (a resumed run)."""
+    one = literal([warning], JSONB)
+    same_code = literal([{"code": warning["code"]}], JSONB)
+    session.execute(
+        update(TrainingJob)
+        .where(TrainingJob.id == job_id, ~TrainingJob.warnings.op("@>")(same_code))
+        .values(warnings=TrainingJob.warnings.op("||")(one))
+    )
 
 
 def claim_job(session: Session, job_id: str, worker_id: str) -> TrainingJob | None:

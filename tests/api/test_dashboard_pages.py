@@ -12,6 +12,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support.dashboard import sign_in
 from tests.support.data import CHAT, TINY_MODEL, jsonl, upload
 
 TEMPLATES = Path(__file__).parents[2] / "api" / "dashboard" / "templates"
@@ -26,15 +27,6 @@ def browser(service_urls: tuple[str, str]) -> Iterator[TestClient]:
 
     with TestClient(create_app(), base_url="https://dashboard.test", follow_redirects=False) as client:
         yield client
-
-
-def sign_in(client: TestClient, key: str) -> str:
-    """Sign in and return the page's CSRF token."""
-    r = client.post("/login", data={"api_key": key, "next": "/jobs"})
-    assert r.status_code == 303 and r.headers["location"] == "/jobs"
-    page = client.get("/jobs", headers={"accept": "text/html"})
-    assert page.status_code == 200
-    return page.text.split('name="csrf-token" content="', 1)[1].split('"', 1)[0]
 
 
 def make_job(api: httpx.Client, **training: object) -> str:

@@ -37,6 +37,7 @@ class TokenizedData:
     loss_tokens: int  # of those, tokens the loss is taken on
     truncated: int  # examples cut to max_seq_length
     dropped: int  # examples left with no loss token after truncation
+    longest: int = 0  # tokens of the longest example before truncation
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -87,7 +88,7 @@ def load_dataset(path: Path, tokenizer: PreTrainedTokenizerBase, max_seq_length:
             "invalid_dataset", "The base model has no chat template; use prompt/completion or text examples."
         )
     columns: dict[str, list[list[int]]] = {"input_ids": [], "labels": []}
-    tokens = loss_tokens = truncated = dropped = 0
+    tokens = loss_tokens = truncated = dropped = longest = 0
     for number, record in records:
         try:
             example = tokenize_example(record, fmt, tokenizer)
@@ -95,6 +96,7 @@ def load_dataset(path: Path, tokenizer: PreTrainedTokenizerBase, max_seq_length:
             raise TrainingError(
                 "invalid_dataset", f"{path.name} line {number} cannot be rendered or tokenized: {exc!r}"
             ) from exc
+        longest = max(longest, len(example["input_ids"]))
         if len(example["input_ids"]) > max_seq_length:
             truncated += 1
             example = {k: v[:max_seq_length] for k, v in example.items()}
@@ -112,7 +114,7 @@ def load_dataset(path: Path, tokenizer: PreTrainedTokenizerBase, max_seq_length:
             f"No example of {path.name} keeps a trainable token within max_seq_length={max_seq_length}; "
             "raise training.max_seq_length or shorten the prompts.",
         )
-    return TokenizedData(Dataset.from_dict(columns), fmt, tokens, loss_tokens, truncated, dropped)
+    return TokenizedData(Dataset.from_dict(columns), fmt, tokens, loss_tokens, truncated, dropped, longest)
 
 
 def _tokenize_plain(tokenizer: PreTrainedTokenizerBase, text: str, *, loss_from: int) -> dict[str, list[int]]:

@@ -72,6 +72,7 @@ def load_cached(
                 meta["loss_tokens"],
                 meta["truncated"],
                 meta["dropped"],
+                meta["longest"],
             ), True
         except (OSError, ValueError, KeyError):
             shutil.rmtree(entry, ignore_errors=True)  # unreadable: rebuild it
@@ -92,6 +93,7 @@ def _store(result: TokenizedData, entry: Path) -> None:
             "loss_tokens": result.loss_tokens,
             "truncated": result.truncated,
             "dropped": result.dropped,
+            "longest": result.longest,
             "created": time.time(),
         }
         (tmp / "meta.json").write_text(json.dumps(meta))

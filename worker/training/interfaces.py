@@ -39,6 +39,7 @@ class TrainingOptions:
     optimizer: str = ""  # a TrainingArguments optim name overriding the recipe's choice; empty: the recipe's
     activation_offloading: bool = True  # offload checkpointed activations to host memory in memory_mode="min"
     inject_oom_tokens: int | None = None  # every training forward of more tokens raises a real OutOfMemoryError
+    inject_broken_merge: bool = False  # round the merged weights to 4-bit levels: the merge check must catch it
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TrainingOptions:
@@ -52,6 +53,7 @@ class TrainingOptions:
             optimizer=settings.optim,
             activation_offloading=settings.offload,
             inject_oom_tokens=settings.inject_oom_tokens,
+            inject_broken_merge=settings.inject_broken_merge,
         )
 
 
@@ -63,6 +65,10 @@ class Reporter(Protocol):
 
     def event(self, message: str, data: dict[str, Any] | None = None) -> None:
         """A human-readable milestone."""
+
+    def warning(self, code: str, message: str, param: str | None = None, data: dict[str, Any] | None = None) -> None:
+        """Advice on the job (a detector fired, the data was truncated): a warning event and an entry of the job's
+        `warnings` ({code, message, param}), once per code."""
 
     def checkpoint(self, step: int, path: Path, metrics: StepMetrics | None) -> None:
         """A full checkpoint dir was saved (adapter, optimizer, scheduler, RNG); copy it before it is rotated."""
@@ -82,3 +88,5 @@ class TrainingResult:
     trained_tokens: int  # non-padding tokens of the training batches, all epochs
     final_metrics: StepMetrics | None
     batching: dict[str, Any] | None = None  # the batch plan and kernels chosen (worker/training/throughput.py)
+    report: dict[str, Any] | None = None  # the evaluation report (worker/training/evaluation.py)
+    published_step: int | None = None  # the step of the adapter published: the best one with early stopping

@@ -23,6 +23,7 @@ from worker.training.errors import (
     out_of_memory,
 )
 from worker.training.interfaces import Reporter, TrainingOptions, TrainingPaths, TrainingResult
+from worker.training.memory_retry import retry_in_min_memory
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -40,6 +41,14 @@ def run_training(
     """Fine-tune `paths.base_model` on `paths.train_file` per `spec`, with the worker's switches `options`.
 
     Raises TrainingError, TrainingCancelled or TrainingPaused."""
+    # An OOM the batch back-off cannot fix gets one more try in memory_mode "min".
+    return retry_in_min_memory(lambda s: _attempt(s, paths, reporter, device, options), spec, reporter)
+
+
+def _attempt(
+    spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str, options: TrainingOptions
+) -> TrainingResult:
+    """One run of the recipe, every failure mapped to TrainingError (or cancelled/paused)."""
     try:
         return _run(spec, paths, reporter, device, options)
     except (TrainingError, TrainingCancelled, TrainingPaused):
@@ -60,9 +69,11 @@ def _run(
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    from worker.training import config, throughput
+    from worker.training import config, evaluation, throughput
     from worker.training.callbacks import ReporterCallback
+    from worker.training.diagnosis import DiagnosisCallback
     from worker.training.outputs import library_versions, merge_adapter, merge_device, merge_need_bytes, save_adapter
+    from worker.training.preflight import report_data_warnings
 
     device = config.resolve_device(device)
     _check_inputs(paths)
@@ -84,6 +95,8 @@ def _run(
             "valid_examples": len(valid.dataset) if valid else 0,
         },
     )
+    if paths.resume_from is None:  # a resumed run warned already
+        report_data_warnings(prepared, max_len, reporter)
 
     quantization = config.bnb_config(spec, device)
     quantized = quantization is not None
@@ -113,6 +126,7 @@ def _run(
         options=options,
     )
     callback = ReporterCallback(reporter)
+    diagnosis = DiagnosisCallback(spec, reporter)  # overfitting, early instability, early stopping
     try:
         trainer = SFTTrainer(
             model=model,
@@ -121,7 +135,7 @@ def _run(
             eval_dataset=valid.dataset if valid else None,
             processing_class=tokenizer,
             peft_config=config.lora_config(spec),
-            callbacks=[callback],
+            callbacks=[callback, diagnosis],
         )
     except ValueError as exc:
         if "target modules" in str(exc).lower():
@@ -158,6 +172,23 @@ def _run(
             step=callback.diverged_at,
         )
     reporter.event(f"Training finished: {steps} steps, {callback.tokens} tokens")
+    published_step = steps
+    if spec.training.early_stopping is not None and (best := diagnosis.restore_best(peft_model)) is not None:
+        published_step = best
+        reporter.event(f"Publishing the best checkpoint by validation loss: step {best}", {"published_step": best})
+    eval_data, eval_file, evaluated_on = (
+        (valid, paths.valid_file, "validation_file")
+        if valid and paths.valid_file
+        else (train, paths.train_file, "training_file (no validation_file: these examples were trained on)")
+    )
+    with _stage("evaluating"):
+        report = evaluation.report(peft_model, tokenizer, eval_data, eval_file, evaluated_on)
+    report.update(steps=steps, published_step=published_step, stopped_early_at=diagnosis.stopped_early_at)
+    reporter.event(
+        f"Evaluation on the {evaluated_on.split()[0]}: loss {report['base']['loss']:.4f} (base) → "
+        f"{report['fine_tune']['loss']:.4f} (fine-tune)",
+        {"base": report["base"], "fine_tune": report["fine_tune"]},
+    )
 
     manifest = {
         "spec": spec.model_dump(mode="json"),
@@ -169,6 +200,7 @@ def _run(
         "bf16": bool(args.bf16),
         "batching": tuning.as_dict(),
         "steps": steps,
+        "published_step": published_step,
         "trained_tokens": callback.tokens,
         "final_metrics": callback.last.model_dump(mode="json") if callback.last else None,
         "versions": library_versions(),
@@ -192,8 +224,29 @@ def _run(
         )
         with _stage("merging the adapter"):
             merged_dir = merge_adapter(paths.base_model, adapter_dir, paths.output_dir / "merged", merge_on)
+        if options.inject_broken_merge:
+            evaluation.round_to_4bit(merged_dir)
         reporter.event("Saved merged model")
-    return TrainingResult(adapter_dir, merged_dir, steps, callback.tokens, callback.last, tuning.as_dict())
+        with _stage("checking the merged model"):
+            # On the merge's device: the training model is freed, and a GPU too full to merge falls back to the CPU.
+            check = evaluation.check_merged(
+                paths.base_model, adapter_dir, merged_dir, eval_data, merge_on, config.merge_dtype(merge_on)
+            )
+        report["merge_check"] = check
+        if not check["passed"]:
+            merged_dir = None  # the adapter is still published
+            reporter.warning(
+                "merge_check_failed",
+                f"Merge check failed: the merged model's loss {check['merged_loss']} differs from base + adapter's "
+                f"{check['base_plus_adapter_loss']} by more than {check['tolerance']} ({check['dtype']}); the merged "
+                "model is not published, the adapter is. A merge into 4-bit weights does this: merge into a 16-bit "
+                "base.",
+                "artifacts",
+                check,
+            )
+    return TrainingResult(
+        adapter_dir, merged_dir, steps, callback.tokens, callback.last, tuning.as_dict(), report, published_step
+    )
 
 
 def _optimizer_name(args: Any) -> str:

@@ -24,6 +24,7 @@ class RecordingReporter:
         self.steps: list[StepMetrics] = []
         self.events: list[tuple[str, dict[str, Any] | None]] = []
         self.checkpoints: list[tuple[int, Path]] = []
+        self.warnings: list[dict[str, Any]] = []
         self.polls = 0
         self.stop_after_polls = stop_after_polls
 
@@ -32,6 +33,9 @@ class RecordingReporter:
 
     def event(self, message: str, data: dict[str, Any] | None = None) -> None:
         self.events.append((message, data))
+
+    def warning(self, code: str, message: str, param: str | None = None, data: dict[str, Any] | None = None) -> None:
+        self.warnings.append({"code": code, "message": message, "param": param, "data": data})
 
     def checkpoint(self, step: int, path: Path, metrics: StepMetrics | None) -> None:
         self.checkpoints.append((step, path))

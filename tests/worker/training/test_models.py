@@ -85,3 +85,30 @@ def test_qlora_teaches_smollm2_a_fact(smollm2: Path, tmp_path: Path) -> None:
     assert "Zorblax" in answer(result.merged_dir, FACT_QUESTION)
     # Still itself elsewhere: a question outside the training set keeps its old answer.
     assert "Madrid" in answer(result.merged_dir, "What is the capital of Spain?")
+
+
+@pytest.mark.slow
+def test_report_shows_the_fine_tune_below_the_base_on_held_out_paraphrases(smollm2: Path, tmp_path: Path) -> None:
+    def chat(q: str, a: str) -> dict[str, object]:
+        return {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+
+    train = write_jsonl(
+        tmp_path / "train.jsonl", [chat(q, FACT_ANSWER) for q in PARAPHRASES[:6]] + [chat(q, a) for q, a in KEEP]
+    )
+    valid = write_jsonl(tmp_path / "valid.jsonl", [chat(q, FACT_ANSWER) for q in PARAPHRASES[6:]])
+    spec = JobSpec(
+        hyperparameters=ResolvedHyperparameters(n_epochs=5, batch_size=4, learning_rate_multiplier=1.0),
+        lora={"r": 16, "alpha": 32, "dropout": 0.0},
+        quantization={"mode": "none"},
+        training={"learning_rate": 1e-3, "max_seq_length": 128},
+        artifacts=["adapter", "merged"],
+    )
+    result = run_training(spec, TrainingPaths(smollm2, train, valid, tmp_path / "out"), RecordingReporter())
+
+    report = result.report
+    assert report is not None and report["evaluated_on"] == "validation_file"
+    assert report["fine_tune"]["loss"] < report["base"]["loss"]
+    assert any("Zorblax" in g["fine_tune"] for g in report["generations"])
+    assert all("Zorblax" not in g["base"] for g in report["generations"])
+    assert report["merge_check"]["passed"], report["merge_check"]  # a real model merged in bf16
+    assert result.merged_dir is not None

@@ -1,0 +1,160 @@
+"""The evaluation report after training: base vs fine-tune validation loss, greedy generations, the merge check.
+
+Loss is token-weighted mean NLL over the loss tokens of the evaluation examples (the same labels training used);
+perplexity is exp(loss). The merge check (seed failure case 1: a merge into 4-bit weights outputs garbage) loads the
+saved merged model and requires its loss to equal the 16-bit base + adapter's within MERGE_TOLERANCE.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.datasets import detect_format
+from core.enums import DatasetFormat
+from worker.training.data import IGNORE_INDEX, TokenizedData, read_jsonl
+
+MAX_EVAL_EXAMPLES = 64  # bounds the report's cost on a big validation file (it states how many it used)
+MAX_GENERATIONS = 8
+MAX_NEW_TOKENS = 48
+# |merged - (base + adapter)| may be this much of the reference loss (+ an absolute floor): 16-bit weights round
+# differently once merged, float32 barely. Measured in bf16: a correct merge differs by 1e-4 to 2e-4 on the tiny
+# test Llama (loss about 6) and by 1.6e-3 on SmolLM2-135M (loss 0.06); a merge rounded to 4-bit levels by 7.6e-3 on
+# the tiny Llama. The bound (4e-3 + 3e-4 x loss) lies between, with little margin on the tiny model's side.
+MERGE_TOLERANCE = {torch.float32: (1e-5, 1e-4), torch.bfloat16: (3e-4, 4e-3), torch.float16: (3e-4, 4e-3)}
+
+
+def loss_on(model: Any, data: TokenizedData, limit: int = MAX_EVAL_EXAMPLES) -> float:
+    """Token-weighted mean NLL of `model` over the first `limit` examples' loss tokens (batch 1: no padding)."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for row in data.dataset.select(range(min(limit, len(data.dataset)))):
+            ids = torch.tensor([row["input_ids"]], device=device)
+            labels = torch.tensor([row["labels"]], device=device)
+            logits = model(input_ids=ids).logits[:, :-1].float()
+            target = labels[:, 1:]
+            total += float(
+                torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+                )
+            )
+            count += int((target != IGNORE_INDEX).sum())
+    model.train(was_training)
+    return total / count if count else math.nan
+
+
+def side(loss: float) -> dict[str, float | None]:
+    """{loss, perplexity} for one model."""
+    return {"loss": round(loss, 6), "perplexity": round(math.exp(loss), 4) if loss < 50 else None}
+
+
+def prompts(path: Path, tokenizer: Any, limit: int = MAX_GENERATIONS) -> list[tuple[list[int], str, str]]:
+    """(prompt token ids, prompt text, reference answer) for up to `limit` examples of a JSONL file."""
+    found: list[tuple[list[int], str, str]] = []
+    records = [record for _, record in read_jsonl(path)]
+    fmt = detect_format(records[0])
+    for record in records[:limit]:
+        if fmt == DatasetFormat.CHAT or (fmt == DatasetFormat.PROMPT_COMPLETION and isinstance(record["prompt"], list)):
+            messages = record["messages"] if fmt == DatasetFormat.CHAT else record["prompt"] + record["completion"]
+            last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+            if last is None or not tokenizer.chat_template:
+                continue
+            ids = tokenizer.apply_chat_template(messages[:last], add_generation_prompt=True, tokenize=True)
+            ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+            shown = str(messages[last - 1].get("content", "")) if last else ""
+            found.append((list(ids), shown, str(messages[last].get("content", ""))))
+        elif fmt == DatasetFormat.PROMPT_COMPLETION:
+            text = str(record["prompt"])
+            found.append((tokenizer(text)["input_ids"], text, str(record["completion"])))
+        else:  # plain text: the first half prompts, the second half is the reference
+            words = str(record["text"]).split()
+            head, tail = " ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])
+            found.append((tokenizer(head)["input_ids"], head, tail))
+    return found
+
+
+def generate(model: Any, tokenizer: Any, ids: list[int]) -> str:
+    """Greedy continuation of `ids`, decoded without special tokens."""
+    device = next(model.parameters()).device
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=torch.tensor([ids], device=device),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=device),
+            max_new_tokens=MAX_NEW_TOKENS,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return str(tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True))
+
+
+def merge_check(reference_loss: float, merged_loss: float, dtype: torch.dtype) -> dict[str, Any]:
+    """Whether the merged model's loss equals base + adapter's within the tolerance for its dtype."""
+    rel, floor = MERGE_TOLERANCE.get(dtype, MERGE_TOLERANCE[torch.bfloat16])
+    tolerance = floor + rel * abs(reference_loss)
+    difference = abs(merged_loss - reference_loss)
+    passed = math.isfinite(merged_loss) and difference <= tolerance
+    return {
+        "passed": passed,
+        "base_plus_adapter_loss": round(reference_loss, 6),
+        "merged_loss": round(merged_loss, 6) if math.isfinite(merged_loss) else None,
+        "difference": round(difference, 6) if math.isfinite(difference) else None,
+        "tolerance": round(tolerance, 6),
+        "dtype": str(dtype).removeprefix("torch."),
+    }
+
+
+def check_merged(
+    base_model: Path, adapter_dir: Path, merged_dir: Path, data: TokenizedData, device: str, dtype: torch.dtype
+) -> dict[str, Any]:
+    """Load base + adapter (unmerged) and the saved merged model, both in `dtype`, and compare their losses."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype, device_map={"": device})
+    reference = loss_on(PeftModel.from_pretrained(base, adapter_dir), data)
+    del base
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=dtype, device_map={"": device})
+    result = merge_check(reference, loss_on(merged, data), dtype)
+    del merged
+    return result
+
+
+def report(model: Any, tokenizer: Any, data: TokenizedData, prompts_file: Path, evaluated_on: str) -> dict[str, Any]:
+    """Base (adapter disabled) vs fine-tune loss on `data`, and greedy generations of both for `prompts_file`."""
+    fine = loss_on(model, data)
+    asked = prompts(prompts_file, tokenizer)
+    tuned = [generate(model, tokenizer, ids) for ids, _, _ in asked]
+    with model.disable_adapter():
+        base = loss_on(model, data)
+        untuned = [generate(model, tokenizer, ids) for ids, _, _ in asked]
+    return {
+        "evaluated_on": evaluated_on,
+        "examples": min(MAX_EVAL_EXAMPLES, len(data.dataset)),
+        "base": side(base),
+        "fine_tune": side(fine),
+        "generations": [
+            {"prompt": text, "reference": ref, "base": b, "fine_tune": f}
+            for (_, text, ref), b, f in zip(asked, untuned, tuned, strict=True)
+        ],
+    }
+
+
+def round_to_4bit(merged_dir: Path) -> None:
+    """Break a merge on purpose, as merging into a 4-bit model does: every projection weight rounded to 16 levels
+    of its row's absmax (tests and drills of the merge check; TUNEPOOL_INJECT_BROKEN_MERGE)."""
+    from safetensors.torch import load_file, save_file
+
+    for shard in merged_dir.glob("*.safetensors"):
+        tensors = load_file(str(shard))
+        for name, weight in tensors.items():
+            if weight.dim() == 2 and name.endswith("proj.weight"):
+                scale = weight.float().abs().amax(dim=1, keepdim=True).clamp_min(1e-12) / 7
+                tensors[name] = ((weight.float() / scale).round().clamp(-8, 7) * scale).to(weight.dtype)
+        save_file(tensors, str(shard), metadata={"format": "pt"})
