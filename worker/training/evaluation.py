@@ -7,6 +7,7 @@ saved merged model and requires its loss to equal the 16-bit base + adapter's wi
 
 from __future__ import annotations
 
+import gc
 import math
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,10 @@ def check_merged(
     base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype, device_map={"": device})
     reference = loss_on(PeftModel.from_pretrained(base, adapter_dir), data)
     del base
+    # PeftModel's module cycles keep the base alive past `del`: one 16-bit model at a time, as in the merge.
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=dtype, device_map={"": device})
     result = merge_check(reference, loss_on(merged, data), dtype)
     del merged

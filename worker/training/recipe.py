@@ -49,6 +49,8 @@ def _attempt(
     spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str, options: TrainingOptions
 ) -> TrainingResult:
     """One run of the recipe, every failure mapped to TrainingError (or cancelled/paused)."""
+    # A failed first try's model lives on in its exception's traceback until the retry starts: free it first.
+    _free_memory()
     try:
         return _run(spec, paths, reporter, device, options)
     except (TrainingError, TrainingCancelled, TrainingPaused):

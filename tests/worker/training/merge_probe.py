@@ -41,6 +41,9 @@ class MemoryReporter:
             self.merge_start_kib = status_kib("VmRSS")
             Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS, so VmHWM is the merge's own peak
 
+    def warning(self, code: str, message: str, param: str | None = None, data: dict[str, Any] | None = None) -> None:
+        pass
+
     def checkpoint(self, step: int, path: Path, metrics: StepMetrics | None) -> None:
         pass
 
