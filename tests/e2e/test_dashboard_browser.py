@@ -80,6 +80,17 @@ def points(page: Any, chart: str = "chart-loss") -> int:
     return int(page.get_attribute(f"#{chart}", "data-points") or 0)
 
 
+# The pages' Content-Security-Policy forbids eval, so a test waits by reading the DOM from Python (Playwright's
+# own selectors), not with page.wait_for_function's evaluated strings.
+def wait_points_above(page: Any, n: int, timeout_ms: int) -> None:
+    wait_until(lambda: points(page) > n, timeout_ms / 1000, interval=0.25, message=f"chart stayed at {n} points")
+
+
+def wait_status_badge(page: Any, status: str, timeout_ms: int) -> None:
+    badge = page.locator("#status-badge .badge")
+    wait_until(lambda: badge.inner_text() == status, timeout_ms / 1000, interval=0.25, message=f"badge never {status}")
+
+
 def test_sign_in_upload_train_watch_and_download(page: Any, team: Any, shots: Path, tmp_path: Path) -> None:
     page.goto("/login")
     page.fill("input[name=api_key]", "tp-wrong")
@@ -123,7 +134,7 @@ def test_sign_in_upload_train_watch_and_download(page: Any, team: Any, shots: Pa
     job_id = page.url.rsplit("/", 1)[1]
 
     # The loss chart grows while the job runs, without a page reload.
-    page.wait_for_function("document.getElementById('live-mode').dataset.mode !== undefined")
+    page.wait_for_selector("#live-mode[data-mode]", state="attached")
     mode = page.get_attribute("#live-mode", "data-mode")
     seen: list[int] = []
 
@@ -171,11 +182,11 @@ def test_cancel_a_running_job_and_cross_team_isolation(
 
     sign_in(page, team.key)
     page.goto(f"/jobs/{job_id}")
-    page.wait_for_function("document.querySelector('#status-badge .badge').textContent === 'running'", timeout=120_000)
-    page.wait_for_function("+document.getElementById('chart-loss').dataset.points > 0", timeout=60_000)
+    wait_status_badge(page, "running", 120_000)
+    wait_points_above(page, 0, 60_000)
     page.goto(f"/jobs/{job_id}?live=poll")  # the fallback where there is no stream: polling every 2 s
     assert page.get_attribute("#live-mode", "data-mode") == "poll"
-    page.wait_for_function(f"+document.getElementById('chart-loss').dataset.points > {points(page)}", timeout=60_000)
+    wait_points_above(page, points(page), 60_000)
     page.goto(f"/jobs/{job_id}")
     page.click("#pause-button")
     page.wait_for_selector("#resume-button", timeout=120_000)  # paused: the page swaps the buttons
@@ -184,13 +195,11 @@ def test_cancel_a_running_job_and_cross_team_isolation(
     page.screenshot(path=str(shots / "job-paused.png"), full_page=True)
     page.click("#resume-button")
     page.wait_for_selector("#pause-button")
-    page.wait_for_function(f"+document.getElementById('chart-loss').dataset.points > {paused_at}", timeout=120_000)
+    wait_points_above(page, paused_at, 120_000)
     assert page.inner_text("#status-badge .badge") == "running"
     page.on("dialog", lambda dialog: dialog.accept())
     page.click("#cancel-button")
-    page.wait_for_function(
-        "document.querySelector('#status-badge .badge').textContent === 'cancelled'", timeout=120_000
-    )
+    wait_status_badge(page, "cancelled", 120_000)
     assert api.get(f"/v1/fine_tuning/jobs/{job_id}").json()["status"] == "cancelled"
     page.wait_for_selector("#cancel-button", state="detached")  # reloaded: no cancel on a finished job
     page.screenshot(path=str(shots / "job-cancelled.png"), full_page=True)

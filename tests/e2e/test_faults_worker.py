@@ -57,7 +57,7 @@ def test_a_killed_workers_job_resumes_on_another_worker_from_its_checkpoint(make
     events = stack.events(job_id)
     messages = [e["message"] for e in events]
     lost = next(e for e in events if (e.get("data") or {}).get("reason") == "worker_lost")
-    assert lost["level"] == "warning" and stack.worker_id(victim) in lost["message"]
+    assert lost["level"] == "warn" and stack.worker_id(victim) in lost["message"]
     resumed = [e for e in events if e["message"].startswith("Resuming from the checkpoint")]
     assert len(resumed) == 1 and resumed[0]["data"]["step"] <= killed_at
     statuses = [e["data"]["status"] for e in events if e["kind"] == "status"]
