@@ -25,12 +25,15 @@ _RECORD_KEYS = {
     DatasetFormat.PROMPT_COMPLETION: frozenset({"prompt", "completion"}),
     DatasetFormat.TEXT: frozenset({"text"}),
 }
+_PREFERENCE_KEYS = frozenset({"preferred_output", "non_preferred_output", "chosen", "rejected"})
 # A whole string literal or one bracket: skipping strings keeps the brackets inside them from counting.
 _STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
 def detect_format(record: dict[str, Any]) -> DatasetFormat | None:
     """The format a record's keys announce, or None when they match no format."""
+    if not _PREFERENCE_KEYS.isdisjoint(record):
+        return DatasetFormat.PREFERENCE
     if "messages" in record:
         return DatasetFormat.CHAT
     if "prompt" in record and "completion" in record:
@@ -148,12 +151,20 @@ class JsonlValidator:
             record = _parse(raw, offset)
             fmt = detect_format(record)
             if fmt is None:
-                raise _Bad("expected one of {messages}, {prompt, completion} or {text}")
+                raise _Bad(
+                    "expected one of {messages}, {prompt, completion}, {text}, "
+                    "{input, preferred_output, non_preferred_output} or {prompt, chosen, rejected}"
+                )
             if self._format is None:
                 self._format, self._format_line = fmt, self._line_no
             elif fmt is not self._format:
                 first = f"the file's first record (line {self._format_line}) is {self._format}"
                 raise _Bad(f"line is {fmt} but {first}; a file must use one format")
+            if fmt is DatasetFormat.PREFERENCE:  # two shapes: core/preference.py checks the keys itself
+                from core.preference import check_preference  # imports this module: imported on first use
+
+                check_preference(record)
+                return
             if len(record) > len(_RECORD_KEYS[fmt]):  # detect_format saw the format's keys: more are extra
                 _check_keys(record.keys(), _RECORD_KEYS[fmt], "")
             if fmt is DatasetFormat.CHAT:
@@ -177,9 +188,7 @@ class JsonlValidator:
             self._problems.append(LineProblem(line or self._line_no, reason))
 
 
-def validate_jsonl_file(
-    path: Path, *, max_bytes: int, max_line_bytes: int, max_problems: int = 10
-) -> DatasetReport:
+def validate_jsonl_file(path: Path, *, max_bytes: int, max_line_bytes: int, max_problems: int = 10) -> DatasetReport:
     """Validates a JSONL file on disk, reading it in 1 MiB chunks."""
     validator = JsonlValidator(max_bytes=max_bytes, max_line_bytes=max_line_bytes, max_problems=max_problems)
     with path.open("rb") as file:
