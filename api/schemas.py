@@ -7,6 +7,7 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.enums import ErrorSide
+from core.schemas.method import DpoOptions, DpoSpec, MethodType
 from core.schemas.metrics import StepMetrics
 from core.schemas.spec import (
     DEFAULT_ARTIFACTS,
@@ -63,10 +64,29 @@ class SupervisedMethod(BaseModel):
     hyperparameters: Hyperparameters = Hyperparameters()
 
 
+class DpoHyperparameters(Hyperparameters):
+    """OpenAI's DPO hyperparameters: the supervised ones plus beta ("auto": 0.1)."""
+
+    beta: Literal["auto"] | Annotated[float, Field(gt=0, le=100)] = "auto"
+
+
+class DpoMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hyperparameters: DpoHyperparameters = DpoHyperparameters()
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["supervised"] = "supervised"
+    type: MethodType = "supervised"
     supervised: SupervisedMethod | None = None
+    dpo: DpoMethod | None = None
+
+    @model_validator(mode="after")
+    def _matches_type(self) -> Method:
+        other = "dpo" if self.type == "supervised" else "supervised"
+        if getattr(self, other) is not None:
+            raise ValueError(f"method.{other} is set but method.type is {self.type!r}")
+        return self
 
 
 class JobCreate(BaseModel):
@@ -89,6 +109,7 @@ class JobCreate(BaseModel):
     artifacts: list[ArtifactName] = Field(default_factory=lambda: list(DEFAULT_ARTIFACTS), min_length=1)
     priority: int = Field(default=0, ge=-100, le=100)
     resources: ResourceSpec | None = None
+    dpo: DpoOptions | None = Field(default=None, description="DPO jobs: TRL's loss variant (loss_type, rpo_alpha).")
 
     @model_validator(mode="before")
     @classmethod
@@ -102,7 +123,13 @@ class JobCreate(BaseModel):
         """`method.supervised.hyperparameters` wins over the legacy top-level field, as in OpenAI's API."""
         if self.method and self.method.supervised:
             return self.method.supervised.hyperparameters
+        if self.method and self.method.dpo:
+            return Hyperparameters(**self.method.dpo.hyperparameters.model_dump(exclude={"beta"}))
         return self.hyperparameters or Hyperparameters()
+
+    @property
+    def method_type(self) -> MethodType:
+        return self.method.type if self.method else "supervised"
 
 
 class JobError(BaseModel):
@@ -151,6 +178,9 @@ class JobPublic(BaseModel):
     estimated_gpu_memory_gb: float | None = Field(
         default=None, description="Planning estimate of peak GPU memory (model, quantisation, LoRA, batch, length)."
     )
+    dpo: DpoSpec | None = Field(default=None, description="DPO jobs: beta and TRL's loss variant, resolved.")
+    parent_model: str | None = Field(default=None, description="The fine-tune or checkpoint this job continues.")
+    lineage: list[str] | None = Field(default=None, description="From the parent back to the base model.")
 
 
 class EventPublic(BaseModel):
@@ -200,7 +230,12 @@ class ModelObject(BaseModel):
     created: int
     owned_by: str
     description: str | None = None
-    parent: str | None = Field(default=None, description="Fine-tunes: the base model they were trained from.")
+    parent: str | None = Field(
+        default=None, description="Fine-tunes: the model they were trained from (a base model or another fine-tune)."
+    )
+    lineage: list[str] | None = Field(
+        default=None, description="Fine-tunes: the chain of models they descend from, parent first, base last."
+    )
     artifacts: list[ArtifactPublic] | None = Field(
         default=None, description="Retrieving a fine-tune or checkpoint: its downloadable archives."
     )

@@ -64,6 +64,10 @@ def _run(
     from worker.training.callbacks import ReporterCallback
     from worker.training.outputs import library_versions, merge_adapter, save_adapter
 
+    if spec.method == "dpo":  # preference pairs: DPOTrainer on the same adapter (worker/training/dpo.py)
+        from worker.training.dpo import run_dpo
+
+        return run_dpo(spec, paths, reporter, device, options)
     device = config.resolve_device(device)
     _check_inputs(paths)
     tokenizer = _load_tokenizer(paths.base_model)
@@ -113,6 +117,11 @@ def _run(
         options=options,
     )
     callback = ReporterCallback(reporter)
+    peft_config: Any = config.lora_config(spec)
+    if paths.init_adapter is not None:  # continued training: the parent's adapter, not a fresh one
+        from worker.training.lineage import continue_adapter
+
+        model, peft_config = continue_adapter(model, paths.init_adapter, reporter), None  # type: ignore[assignment]
     try:
         trainer = SFTTrainer(
             model=model,
@@ -120,7 +129,7 @@ def _run(
             train_dataset=train.dataset,
             eval_dataset=valid.dataset if valid else None,
             processing_class=tokenizer,
-            peft_config=config.lora_config(spec),
+            peft_config=peft_config,
             callbacks=[callback],
         )
     except ValueError as exc:
@@ -171,6 +180,8 @@ def _run(
         "trained_tokens": callback.tokens,
         "final_metrics": callback.last.model_dump(mode="json") if callback.last else None,
         "versions": library_versions(),
+        "parent_model": spec.parent.model if spec.parent else None,
+        "lineage": spec.parent.chain if spec.parent else [paths.base_model.name],
     }
     adapter_dir = paths.output_dir / "adapter"
     reporter.event("Saving adapter")
