@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from core.schemas.method import DpoSpec
 from core.schemas.spec import JobSpec, ResolvedHyperparameters
-from tests.worker.training.helpers import RecordingReporter, write_jsonl
+from tests.worker.training.helpers import RecordingReporter, reply_logprob, write_jsonl
 from worker.training import TrainingPaths, run_training
 from worker.training.lineage import continue_adapter
 
@@ -33,22 +33,6 @@ def preference_rows() -> list[dict[str, Any]]:
         }
         for q in QUESTIONS
     ]
-
-
-def reply_logprob(model: Any, tokenizer: PreTrainedTokenizerBase, question: str, reply: str) -> float:
-    """Sum of the reply tokens' log-probabilities after the rendered prompt (what DPO compares)."""
-    prompt = str(tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                               add_generation_prompt=True))  # fmt: skip
-    full = str(tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}, {"role": "assistant", "content": reply}], tokenize=False
-    ))  # fmt: skip
-    ids = tokenizer(full, add_special_tokens=False, return_tensors="pt").input_ids
-    start = len(tokenizer(prompt, add_special_tokens=False).input_ids)
-    with torch.no_grad():
-        logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
-    targets = ids[0, 1:]
-    picked = logprobs[torch.arange(len(targets)), targets]
-    return float(picked[start - 1 :].sum())
 
 
 def preference(model: Any, tokenizer: PreTrainedTokenizerBase) -> float:
