@@ -22,6 +22,7 @@ from worker.training import config
 from worker.training.callbacks import ReporterCallback
 from worker.training.errors import TrainingCancelled, TrainingError, TrainingPaused
 from worker.training.interfaces import Reporter, TrainingOptions, TrainingPaths, TrainingResult
+from worker.training.lineage import continue_adapter, lineage_manifest
 from worker.training.outputs import library_versions, merge_adapter, save_adapter
 from worker.training.pairs import load_pairs
 from worker.training.recipe import (
@@ -65,8 +66,6 @@ def run_dpo(
         _keep_4bit_layout_trainable(model)
     peft_config: Any = config.lora_config(spec)
     if paths.init_adapter is not None:  # SFT → DPO: the parent's adapter is trained on, and is the reference
-        from worker.training.lineage import continue_adapter
-
         model, peft_config = continue_adapter(model, paths.init_adapter, reporter), None
 
     args = dpo_config(spec, dpo, paths, device=device, quantized=quantized, has_eval=valid is not None)
@@ -122,8 +121,7 @@ def run_dpo(
         "trained_tokens": callback.tokens,
         "final_metrics": callback.last.model_dump(mode="json") if callback.last else None,
         "versions": library_versions(),
-        "parent_model": spec.parent.model if spec.parent else None,
-        "lineage": spec.parent.chain if spec.parent else [paths.base_model.name],
+        **lineage_manifest(spec, paths.base_model.name),
     }
     adapter_dir = paths.output_dir / "adapter"
     reporter.event("Saving adapter")

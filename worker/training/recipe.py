@@ -62,6 +62,7 @@ def _run(
 
     from worker.training import config, throughput
     from worker.training.callbacks import ReporterCallback
+    from worker.training.lineage import continue_adapter, lineage_manifest
     from worker.training.outputs import library_versions, merge_adapter, save_adapter
 
     if spec.method == "dpo":  # preference pairs: DPOTrainer on the same adapter (worker/training/dpo.py)
@@ -119,8 +120,6 @@ def _run(
     callback = ReporterCallback(reporter)
     peft_config: Any = config.lora_config(spec)
     if paths.init_adapter is not None:  # continued training: the parent's adapter, not a fresh one
-        from worker.training.lineage import continue_adapter
-
         model, peft_config = continue_adapter(model, paths.init_adapter, reporter), None  # type: ignore[assignment]
     try:
         trainer = SFTTrainer(
@@ -180,8 +179,7 @@ def _run(
         "trained_tokens": callback.tokens,
         "final_metrics": callback.last.model_dump(mode="json") if callback.last else None,
         "versions": library_versions(),
-        "parent_model": spec.parent.model if spec.parent else None,
-        "lineage": spec.parent.chain if spec.parent else [paths.base_model.name],
+        **lineage_manifest(spec, paths.base_model.name),
     }
     adapter_dir = paths.output_dir / "adapter"
     reporter.event("Saving adapter")
