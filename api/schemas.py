@@ -78,8 +78,9 @@ class DpoMethod(BaseModel):
 class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: MethodType = "supervised"
-    supervised: SupervisedMethod | None = None
-    dpo: DpoMethod | None = None
+    # Only the job's own method is echoed, as OpenAI does (its schema has no null method objects).
+    supervised: SupervisedMethod | None = Field(default=None, exclude_if=lambda v: v is None)
+    dpo: DpoMethod | None = Field(default=None, exclude_if=lambda v: v is None)
 
     @model_validator(mode="after")
     def _matches_type(self) -> Method:

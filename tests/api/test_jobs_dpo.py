@@ -50,7 +50,6 @@ def test_dpo_job_resolves_beta_and_echoes_the_method(api, pairs) -> None:  # typ
     job = r.json()
     assert job["method"] == {
         "type": "dpo",
-        "supervised": None,
         "dpo": {"hyperparameters": {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 1.0, "beta": 0.1}},
     }
     assert job["dpo"] == {"loss_type": "ipo", "rpo_alpha": 0.5, "beta": 0.1}

@@ -54,7 +54,8 @@ def dpo_run(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
         method="dpo",
         dpo=DpoSpec(beta=0.1),
     )
-    paths = TrainingPaths(tiny_model, write_jsonl(work / "train.jsonl", preference_rows()), None, work / "out")
+    valid = write_jsonl(work / "valid.jsonl", preference_rows()[:2])
+    paths = TrainingPaths(tiny_model, write_jsonl(work / "train.jsonl", preference_rows()), valid, work / "out")
     reporter = RecordingReporter()
     return run_training(spec, paths, reporter, device="cpu"), reporter
 
@@ -67,6 +68,9 @@ def test_dpo_raises_reward_accuracy_and_margin(dpo_run: tuple[Any, RecordingRepo
     assert all(s.train_loss is not None and s.grad_norm is not None and s.learning_rate for s in steps)
     assert steps[-1].rewards_margins > steps[0].rewards_margins + 0.1  # type: ignore[operator]
     assert steps[-1].rewards_accuracies == 1.0 and steps[0].rewards_accuracies < 1.0  # type: ignore[operator]
+    evaluated = [s for s in steps if s.valid_loss is not None]  # one evaluation per epoch (one step each)
+    assert len(evaluated) == 8 and all(s.valid_rewards_margins is not None for s in evaluated)
+    assert evaluated[-1].valid_rewards_accuracies == 1.0
 
 
 def test_dpo_adapter_prefers_the_chosen_answers(dpo_run: tuple[Any, RecordingReporter], tiny_model: Path) -> None:
