@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from api.schemas import (
+    ApiKeyPublic,
     ArtifactPublic,
     CheckpointPublic,
     DpoHyperparameters,
@@ -21,11 +22,24 @@ from core.naming import checkpoint_model_name
 from core.placement import GB
 from core.schemas.metrics import StepMetrics
 from core.schemas.spec import Hyperparameters, JobSpec, ResourceSpec
-from db.models import Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
+from db.models import ApiKey, Artifact, DatasetFile, JobEvent, JobMetric, TrainingJob
 
 
 def ts(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value else None
+
+
+def api_key_object(k: ApiKey) -> ApiKeyPublic:
+    """A key as the admin list shows it: never the key itself, only its prefix."""
+    return ApiKeyPublic(
+        id=k.id,
+        team_id=k.team_id,
+        name=k.name,
+        prefix=k.prefix,
+        created_at=int(k.created_at.timestamp()),
+        last_used_at=ts(k.last_used_at),
+        revoked_at=ts(k.revoked_at),
+    )
 
 
 def file_object(f: DatasetFile) -> FileObject:
@@ -99,7 +113,7 @@ def event_object(e: JobEvent) -> EventPublic:
     # OpenAI's event `type` is "message" or "metrics" and its `level` info/warn/error: tunepool's finer kinds
     # (status, checkpoint, artifact) travel in `kind`, which is also the SSE event name.
     return EventPublic(
-        id=f"ftevent-{e.seq}",
+        id=f"ftevent-{e.job_seq}",
         created_at=int(e.created_at.timestamp()),
         level="warn" if e.level == "warning" else e.level,
         message=e.message,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from api.limits import check_metadata
 from core.enums import ErrorSide
 from core.schemas.method import DpoOptions, DpoSpec, MethodType
 from core.schemas.metrics import StepMetrics
@@ -102,7 +103,9 @@ class JobCreate(BaseModel):
     method: Method | None = None
     suffix: str | None = Field(default=None, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int | None = Field(default=None, ge=0, le=2**31 - 1)
-    metadata: dict[str, str] | None = Field(default=None, max_length=16)
+    metadata: Annotated[dict[str, str] | None, AfterValidator(check_metadata)] = Field(
+        default=None, max_length=16, description="Up to 16 pairs; keys up to 64 characters, values up to 512."
+    )
     integrations: list[dict[str, Any]] | None = Field(default=None, max_length=0)
     lora: LoraSpec = LoraSpec()
     quantization: QuantizationSpec = QuantizationSpec()
@@ -262,6 +265,17 @@ class ApiKeyCreated(BaseModel):
     key: str = Field(description="Shown once; only its hash is stored.")
 
 
+class ApiKeyPublic(BaseModel):
+    id: str
+    object: Literal["api_key"] = "api_key"
+    team_id: str
+    name: str
+    prefix: str = Field(description="The key's first characters, to tell keys apart; the rest is never shown.")
+    created_at: int
+    last_used_at: int | None = Field(description="Unix seconds, about a minute fresh; null: never used.")
+    revoked_at: int | None
+
+
 class QuotaLimits(BaseModel):
     """A team's limits; null means unlimited."""
 
@@ -317,10 +331,19 @@ class PoolTeamQueue(BaseModel):
     job_ids: list[str] | None = Field(default=None, description="Waiting job ids (own team, or all for admins).")
 
 
+class PoolOtherTeams(BaseModel):
+    """Every team but the caller's, as one anonymous total (admins see each team in `queues` instead)."""
+
+    teams: int
+    queued: int
+    running: int
+
+
 class PoolPublic(BaseModel):
     object: Literal["pool"] = "pool"
     workers: list[PoolWorker]
-    queues: list[PoolTeamQueue]
+    queues: list[PoolTeamQueue] = Field(description="The caller's own team (every team for an admin).")
+    other_teams: PoolOtherTeams | None = Field(default=None, description="The rest, anonymous; null for admins.")
     idle_workers: int
     busy_workers: int
     lost_workers: int

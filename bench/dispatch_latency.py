@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from bench import stack  # noqa: E402
 from cli import processes  # noqa: E402
 from tests import servers  # noqa: E402
-from tests.api.test_files import CHAT, jsonl  # noqa: E402
+from tests.support.data import CHAT, jsonl  # noqa: E402
 
 LONG = {"training": {"max_steps": 100_000, "logging_steps": 50, "max_seq_length": 64}, "quantization": "none"}
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench import stack  # noqa: E402
 from cli import processes  # noqa: E402
 from cli.sse import iter_sse  # noqa: E402
-from tests.e2e.test_stream import ROWS  # noqa: E402
+from tests.support.data import ROWS  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +11,7 @@ import typer
 from cli.artifacts import artifacts_app
 from cli.files import files_app
 from cli.jobs import jobs_app
-from cli.output import console
+from cli.output import JsonFlag, console, emit
 
 app = typer.Typer(help="tunepool: self-hosted LoRA/QLoRA fine-tuning.", no_args_is_help=True)
 admin_app = typer.Typer(
@@ -63,6 +64,39 @@ def admin_create_key(team: str, name: str = "") -> None:
         found = teams.find_team(session, team)
         _, key = teams.create_api_key(session, found.id, name)
     console.print(f"API key for {found.name} (shown once): [bold]{key}[/]")
+
+
+@admin_app.command("keys")
+def admin_keys(team: str, as_json: JsonFlag = False) -> None:
+    """List a team's API keys: id, prefix, name, created, last used, revoked."""
+    from rich.table import Table
+
+    from api import presenters
+    from api.services import teams
+    from db.session import unit_of_work
+
+    with unit_of_work() as session:
+        keys = [presenters.api_key_object(k).model_dump() for k in teams.list_api_keys(session, team)]
+    table = Table("id", "prefix", "name", "created", "last used", "revoked")
+    for k in keys:
+        when = [_when(k[f]) for f in ("created_at", "last_used_at", "revoked_at")]
+        table.add_row(k["id"], k["prefix"] + "…", k["name"] or "-", *when)
+    emit(keys, as_json, table)
+
+
+def _when(unix: int | None) -> str:
+    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M") if unix else "-"
+
+
+@admin_app.command("revoke-key")
+def admin_revoke_key(team: str, key_id: str) -> None:
+    """Revoke an API key (its requests get 401, its dashboard sessions and open streams end)."""
+    from api.services import teams
+    from db.session import unit_of_work
+
+    with unit_of_work() as session:
+        key = teams.revoke_api_key(session, team, key_id)
+    console.print(f"revoked {key.id} ({key.prefix}…) of team {team}")
 
 
 @admin_app.command("set-quota")

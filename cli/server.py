@@ -92,7 +92,10 @@ def up(
     if smollm2:
         ensure_smollm2(data_dir, get_settings().resolved_model_registry)
     key = ensure_dev_key(data_dir)
-    env = processes.service_env(db_url, redis_url, data_dir)
+    # A dev box serving loopback only may scrape /metrics without a token; anything wider must set one.
+    local = host in ("127.0.0.1", "localhost", "::1")
+    metrics_public = os.environ.get("TUNEPOOL_METRICS_PUBLIC", "true" if local else "false")
+    env = processes.service_env(db_url, redis_url, data_dir, TUNEPOOL_METRICS_PUBLIC=metrics_public)
     log_dir = data_dir / "log"
     api = processes.start_api(env, log_dir, host=host, port=port)
     procs = [api, processes.start_dispatcher(env, log_dir)]

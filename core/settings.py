@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -28,15 +29,11 @@ class Settings(BaseSettings):
         description="Redis URL used as Celery broker and event bus.",
     )
     data_dir: Path = Field(default=Path("var"), description="Root of embedded servers, artifacts, caches.")
-    storage_dir: Path | None = Field(
-        default=None, description="Artifact store directory (default data_dir/store)."
-    )
+    storage_dir: Path | None = Field(default=None, description="Artifact store directory (default data_dir/store).")
     model_registry: Path | None = Field(
         default=None, description="TOML file naming base models (default data_dir/models.toml)."
     )
-    model_cache_dir: Path | None = Field(
-        default=None, description="Converted models (default data_dir/models)."
-    )
+    model_cache_dir: Path | None = Field(default=None, description="Converted models (default data_dir/models).")
     work_dir: Path | None = Field(default=None, description="Worker scratch space (default data_dir/work).")
 
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, ge=1, description="Largest accepted upload.")
@@ -50,9 +47,7 @@ class Settings(BaseSettings):
 
     worker_id: str = Field(default="", description="Stable worker name; default host-pid.")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="Worker heartbeat period.")
-    worker_lost_seconds: float = Field(
-        default=30.0, gt=0, description="Heartbeat silence that marks a worker lost."
-    )
+    worker_lost_seconds: float = Field(default=30.0, gt=0, description="Heartbeat silence that marks a worker lost.")
     max_attempts: int = Field(
         default=3, ge=1, le=100, description="A job whose worker is lost this many times fails (error worker_lost)."
     )
@@ -124,6 +119,26 @@ class Settings(BaseSettings):
         default=10.0, gt=0, description="First retry delay; doubles per attempt (capped at 6 h)."
     )
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, description="One delivery's HTTP timeout.")
+    # Hostile tenants (issue 14): outbound policy and request limits.
+    webhook_allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated webhook hosts (as written in the URL) or CIDRs that may be internal; "
+        "every other loopback/private/link-local/reserved target is refused.",
+    )
+    webhook_concurrency: int = Field(default=16, ge=1, le=256, description="Deliveries in flight at once.")
+    webhook_team_concurrency: int = Field(
+        default=4, ge=1, le=256, description="Deliveries of one team in flight at once (slow ones hold no one else)."
+    )
+    max_json_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest JSON request body (413 beyond).")
+    stream_ping_seconds: float = Field(
+        default=15.0, gt=0, description="SSE keep-alive period; the stream's key or session is re-checked each ping."
+    )
+    max_streams_per_key: int = Field(default=20, ge=1, description="Open SSE streams per API key (429 beyond).")
+    max_streams_per_team: int = Field(default=50, ge=1, description="Open SSE streams per team (429 beyond).")
+    metrics_token: str = Field(default="", description="Bearer token /metrics requires.")
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics without a token (dev; `make up` sets it). Off: 403 unless a token."
+    )
     session_secret: str = Field(
         default="",
         description="Signs dashboard session cookies; empty: generated once and kept in data_dir/session_secret.",
@@ -143,6 +158,14 @@ class Settings(BaseSettings):
         # Switches are compared lowercase, as they were when read from the environment by hand.
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _valid_cidrs(cls, hosts: str) -> str:
+        for entry in (h.strip() for h in hosts.split(",")):
+            if "/" in entry:
+                ipaddress.ip_network(entry, strict=False)  # a typo must not silently allow nothing (or all)
+        return hosts
+
     @field_validator("database_url")
     @classmethod
     def _use_psycopg3(cls, url: str) -> str:
@@ -151,6 +174,10 @@ class Settings(BaseSettings):
             if url.startswith(prefix):
                 return "postgresql+psycopg://" + url[len(prefix) :]
         return url
+
+    @property
+    def webhook_allowed_host_list(self) -> list[str]:
+        return [h.strip() for h in self.webhook_allowed_hosts.split(",") if h.strip()]
 
     @property
     def resolved_storage_dir(self) -> Path:
@@ -170,13 +197,9 @@ class Settings(BaseSettings):
 
     def require_servers(self) -> None:
         """Refuse to start without databases rather than silently using a default one."""
-        missing = [
-            name for name, v in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url)) if not v
-        ]
+        missing = [name for name, v in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url)) if not v]
         if missing:
-            raise RuntimeError(
-                f"{' and '.join(missing)} not set; `make up` starts embedded servers and sets them"
-            )
+            raise RuntimeError(f"{' and '.join(missing)} not set; `make up` starts embedded servers and sets them")
 
 
 @lru_cache

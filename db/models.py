@@ -51,6 +51,18 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = _now()
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DashboardSession(Base):
+    """A signed-in browser; the cookie holds a random token whose sha256 is `id`. Logout deletes the row."""
+
+    __tablename__ = "dashboard_session"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_key.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class DatasetFile(Base):
@@ -113,7 +125,8 @@ class TrainingJob(Base):
 
 
 class JobEvent(Base):
-    """OpenAI-shaped job events; `seq` orders them and is the SSE event id."""
+    """OpenAI-shaped job events. `job_seq` numbers a job's events 1, 2, 3, …: it is the public event id (SSE
+    `id:`, `ftevent-N`), so ids say nothing about other teams' activity; `seq` is the internal row key."""
 
     __tablename__ = "job_event"
 
@@ -124,8 +137,12 @@ class JobEvent(Base):
     message: Mapped[str] = mapped_column(Text)
     data: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = _now()
+    job_seq: Mapped[int] = mapped_column(BigInteger)
 
-    __table_args__ = (Index("ix_job_event_job_seq", "job_id", "seq"),)
+    __table_args__ = (
+        Index("ix_job_event_job_seq", "job_id", "seq"),
+        Index("ux_job_event_job_number", "job_id", "job_seq", unique=True),
+    )
 
 
 class JobMetric(Base):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -12,8 +10,20 @@ import pytest
 
 from tests import servers
 from tests.fixtures.tiny_model import build_tiny_llama
+from tests.support.data import TINY_MODEL
+from tests.support.env import settings_env
+from tests.support.teams import TeamKey, create_team
 
-TINY_MODEL = "tiny-llama"
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--reverse", action="store_true", help="run the collected tests in reverse order")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`--reverse`: last test first, to prove no test relies on one that ran before it."""
+    if config.getoption("--reverse"):
+        items.reverse()
 
 
 @pytest.fixture(scope="session")
@@ -30,56 +40,29 @@ def tiny_model_dir() -> Path:
 def service_urls(data_dir: Path, tiny_model_dir: Path) -> Iterator[tuple[str, str]]:
     """Point this process's settings at a fresh database and Redis db; migrate; register the tiny model."""
     from core.registry import BaseModel, register_model
-    from core.settings import get_settings
     from db.migrate import upgrade
-    from db.session import get_engine
 
     admin = servers.admin_postgres_url()
     db_url = servers.create_database(admin)
     redis_url = servers.test_redis_url(servers.redis_base_url())
     upgrade(db_url)
-    names = ("DATABASE_URL", "REDIS_URL", "TUNEPOOL_DATA_DIR", "TUNEPOOL_QUEUE_NAME")
-    saved = {k: os.environ.get(k) for k in names}
     # A queue of its own: test sessions running side by side on one Redis never take each other's jobs.
     queue = f"test-{db_url.rsplit('_', 1)[-1]}"
-    os.environ.update(
-        DATABASE_URL=db_url, REDIS_URL=redis_url, TUNEPOOL_DATA_DIR=str(data_dir), TUNEPOOL_QUEUE_NAME=queue
-    )
-    get_settings.cache_clear()
-    get_engine.cache_clear()
-    register_model(data_dir / "models.toml", BaseModel(name=TINY_MODEL, path=str(tiny_model_dir)))
-    yield db_url, redis_url
-    get_engine().dispose()
-    get_engine.cache_clear()
+    env = {"DATABASE_URL": db_url, "REDIS_URL": redis_url, "TUNEPOOL_DATA_DIR": str(data_dir)}
+    with settings_env(**env, TUNEPOOL_QUEUE_NAME=queue):
+        register_model(data_dir / "models.toml", BaseModel(name=TINY_MODEL, path=str(tiny_model_dir)))
+        yield db_url, redis_url
     servers.drop_database(admin, db_url)
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    get_settings.cache_clear()
-
-
-@dataclass
-class TeamKey:
-    team_id: str
-    name: str
-    key: str
 
 
 @pytest.fixture
-def make_team(service_urls: tuple[str, str]):  # type: ignore[no-untyped-def]
+def make_team(service_urls: tuple[str, str]) -> Callable[..., TeamKey]:
     """Factory: a new team and its API key, created through the service layer."""
-    import secrets
-
-    from api.services import teams
     from db.session import unit_of_work
 
     def make(is_admin: bool = False) -> TeamKey:
         with unit_of_work() as session:
-            team = teams.create_team(session, f"team-{secrets.token_hex(3)}", is_admin=is_admin)
-            _, key = teams.create_api_key(session, team.id, "test")
-            return TeamKey(team.id, team.name, key)
+            return create_team(session, is_admin=is_admin)
 
     return make
 
@@ -98,3 +81,18 @@ def api(service_urls: tuple[str, str], team: TeamKey) -> Iterator[httpx.Client]:
 
     with TestClient(create_app(), headers={"Authorization": f"Bearer {team.key}"}) as client:
         yield client
+
+
+@pytest.fixture
+def override_settings(service_urls: tuple[str, str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Factory: set TUNEPOOL_* settings for this test's in-process app (`override_settings(metrics_token="t")`)."""
+    from core.settings import get_settings
+
+    def override(**values: str) -> None:
+        for name, value in values.items():
+            monkeypatch.setenv(f"TUNEPOOL_{name.upper()}", value)
+        get_settings.cache_clear()
+
+    yield override
+    monkeypatch.undo()
+    get_settings.cache_clear()

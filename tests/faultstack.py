@@ -33,18 +33,14 @@ import redis
 import devstack
 from cli import processes
 from tests import servers
+from tests.support.data import ROWS, TINY_MODEL
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from db.models import TrainingJob
 
-TINY_MODEL = "tiny-llama"
-# 16 chat rows: 8 steps per epoch at batch 2 (a job longer than that sets max_steps and cycles through them).
-ROWS = [
-    {"messages": [{"role": "user", "content": f"Colour of fruit {i}?"}, {"role": "assistant", "content": c}]}
-    for i, c in enumerate(["red", "green", "yellow", "orange"] * 4)
-]
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -257,14 +253,13 @@ class FaultStack:
         from db.models import Worker
 
         proc, worker_id = self.workers[name], self.worker_id(name)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def registered() -> bool:
             assert proc.poll() is None, f"worker {name} exited with code {proc.returncode}"
             with self.session() as session:
-                if session.get(Worker, worker_id) is not None:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError(f"worker {worker_id} never registered")
+                return session.get(Worker, worker_id) is not None
+
+        wait_until(registered, timeout, interval=0.2, message=f"worker {worker_id} never registered")
 
     def kill_redis(self) -> None:
         """SIGKILL Redis: every message and event-bus subscription is gone (it keeps nothing on disk)."""
@@ -307,11 +302,18 @@ class FaultStack:
 
         The dispatcher sends after its commit, so a job can be marked dispatched a moment before its message lands.
         """
-        deadline = time.monotonic() + timeout
-        while len(ids := self.queued_job_ids(worker)) < count:
-            assert time.monotonic() < deadline, f"{len(ids)} of {count} messages reached {self.worker_queue(worker)}"
-            time.sleep(0.05)
-        return ids
+        ids: list[str] = []
+
+        def arrived() -> list[str] | None:
+            ids[:] = self.queued_job_ids(worker)
+            return ids if len(ids) >= count else None
+
+        return wait_until(
+            arrived,
+            timeout,
+            interval=0.05,
+            message=lambda: f"{len(ids)} of {count} messages reached {self.worker_queue(worker)}",
+        )
 
     def send_run_job(self, job_id: str, worker: str) -> None:
         """Send a job's Celery message to a worker's own queue, exactly as the dispatcher does."""
@@ -366,11 +368,15 @@ class FaultStack:
 
     def wait_dispatched(self, job_id: str, timeout: float = 30) -> TrainingJob:
         """Wait until the dispatcher sent the job's message; returns the row."""
-        deadline = time.monotonic() + timeout
-        while (job := self.job_row(job_id)).dispatched_at is None:
-            assert time.monotonic() < deadline, f"the dispatcher never sent {job_id} (status {job.status})"
-            time.sleep(0.1)
-        return job
+        seen: list[TrainingJob] = []
+
+        def sent() -> TrainingJob | None:
+            seen[:] = [self.job_row(job_id)]
+            return seen[0] if seen[0].dispatched_at is not None else None
+
+        return wait_until(
+            sent, timeout, interval=0.1, message=lambda: f"the dispatcher never sent {job_id} (status {seen[0].status})"
+        )
 
     # ------------------------------------------------------------------ API
 
@@ -416,12 +422,18 @@ class FaultStack:
     def wait_status(self, job_id: str, statuses: Iterable[str] = TERMINAL, timeout: float = 120) -> dict[str, Any]:
         """Poll the API until the job is in one of `statuses`; returns the job object."""
         wanted = set(statuses)
-        deadline = time.monotonic() + timeout
-        while (job := self.job(job_id))["status"] not in wanted:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{job_id} is still {job['status']} after {timeout}s (wanted {sorted(wanted)})")
-            time.sleep(0.2)
-        return job
+        job: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            job.update(self.job(job_id))
+            return dict(job) if job["status"] in wanted else None
+
+        return wait_until(
+            reached,
+            timeout,
+            interval=0.2,
+            message=lambda: f"{job_id} is still {job.get('status')} after {timeout}s (wanted {sorted(wanted)})",
+        )
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         """Every stored event of the job, oldest first, through the paginated OpenAI list."""
@@ -440,11 +452,8 @@ class FaultStack:
 
 
 def _wait_port_free(port: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def free() -> bool:
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"port {port} still answers")
-        time.sleep(0.05)
+            return s.connect_ex(("127.0.0.1", port)) != 0
+
+    wait_until(free, timeout, interval=0.05, message=f"port {port} still answers")

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from api import presenters
 from api.dashboard import views
 from api.dashboard.deps import Browser, FetchWriter
+from api.dashboard.session import session_alive
 from api.deps import SessionDep, SettingsDep, StoreDep
 from api.schemas import JobCreate
 from api.services import artifacts as artifacts_service
@@ -20,6 +21,7 @@ from api.services import stream as stream_service
 from api.uploads import MultipartUpload
 from db import doorbell
 from db.repositories import events, metrics
+from db.session import session_factory
 
 router = APIRouter(include_in_schema=False)
 
@@ -53,22 +55,32 @@ def live(job_id: str, session: SessionDep, browser: Browser, after_seq: int = 0)
     return {
         "job": presenters.job_object(job).model_dump(),
         "metrics": views.chart_points(metrics.list_metrics(session, job.id)),
-        "events": [{"seq": e.seq, **presenters.event_object(e).model_dump()} for e in new_events],
+        "events": [{"seq": e.job_seq, **presenters.event_object(e).model_dump()} for e in new_events],
     }
 
 
 @router.get("/jobs/{job_id}/events/stream")
 def stream(job_id: str, request: Request, session: SessionDep, browser: Browser) -> Response:
-    """The job's SSE stream (the same service as /v1/.../events/stream) for the cookie-signed-in page."""
+    """The job's SSE stream (the same service as /v1/.../events/stream) for the cookie-signed-in page.
+
+    The session is checked again at every ping: logging out or revoking the key ends the stream."""
     job = jobs_service.get_job(session, browser.team, job_id)  # 404 for another team's job
+    header = request.headers.get("last-event-id")
+    last, param = (header, "Last-Event-ID") if header is not None else (request.query_params.get("after"), "after")
+    after = stream_service.parse_cursor(last, param)  # a bad one is a 400 before the stream starts
     session.close()  # the stream may last hours: return the pooled connection now
-    last = request.headers.get("last-event-id") or request.query_params.get("after") or ""
-    after = int(last.removeprefix("ftevent-")) if last.removeprefix("ftevent-").isdigit() else 0
+    slot = stream_service.open_slot(browser.key_hash, browser.team.id)
+    frames = stream_service.stream_job(job.id, after, still_allowed=lambda: _session_alive(browser.session_id))
     return StreamingResponse(
-        stream_service.stream_job(job.id, after),
+        stream_service.in_slot(frames, slot),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _session_alive(session_id: str) -> bool:
+    with session_factory()() as session:
+        return session_alive(session, session_id)
 
 
 @router.get("/artifacts/{artifact_id}/download")

@@ -10,9 +10,11 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from api import ratelimit
 from api.dashboard import format as fmt
 from api.dashboard.session import COOKIE, DashboardSession, csrf_ok, read_token
 from api.deps import SessionDep, SettingsDep
+from core.settings import Settings
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -40,25 +42,33 @@ def _signed_in(request: Request, session: SessionDep, settings: SettingsDep) -> 
 Browser = Annotated[DashboardSession, Depends(_signed_in)]
 
 
-def _same_origin(request: Request) -> None:
-    # Belt and braces next to SameSite=Lax and the CSRF token: a cross-site Origin never writes.
+def same_origin(request: Request) -> None:
+    """Refuse a request a browser marks as sent from another site (Origin, or Sec-Fetch-Site)."""
+    # Belt and braces next to SameSite=Lax and the CSRF token; for POST /login it is the CSRF defence.
     origin = request.headers.get("origin")
     if origin and origin != f"{request.url.scheme}://{request.url.netloc}":
         raise HTTPException(403, "cross-site request refused")
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise HTTPException(403, "cross-site request refused")
 
 
-def _csrf_form(request: Request, browser: Browser, csrf_token: Annotated[str, Form()] = "") -> DashboardSession:
-    _same_origin(request)
-    if not csrf_ok(browser.csrf, csrf_token or request.headers.get("x-csrf-token")):
+def _writer(request: Request, browser: DashboardSession, token: str | None, settings: Settings) -> DashboardSession:
+    same_origin(request)
+    if not csrf_ok(browser.csrf, token):
         raise HTTPException(403, "missing or stale CSRF token; reload the page")
+    # The API's limiter and the same bucket as the signed-in key: the dashboard is no way around it.
+    ratelimit.check_write(settings, browser.key_hash[:32])
     return browser
 
 
-def _csrf_header(request: Request, browser: Browser) -> DashboardSession:
-    _same_origin(request)
-    if not csrf_ok(browser.csrf, request.headers.get("x-csrf-token")):
-        raise HTTPException(403, "missing or stale CSRF token; reload the page")
-    return browser
+def _csrf_form(
+    request: Request, browser: Browser, settings: SettingsDep, csrf_token: Annotated[str, Form()] = ""
+) -> DashboardSession:
+    return _writer(request, browser, csrf_token or request.headers.get("x-csrf-token"), settings)
+
+
+def _csrf_header(request: Request, browser: Browser, settings: SettingsDep) -> DashboardSession:
+    return _writer(request, browser, request.headers.get("x-csrf-token"), settings)
 
 
 # Form posts carry the token in a hidden field; fetch() calls send it as X-CSRF-Token.

@@ -10,8 +10,8 @@ from fastapi.responses import RedirectResponse
 from starlette.responses import Response
 
 from api.dashboard import views
-from api.dashboard.deps import Browser, FormWriter, render
-from api.dashboard.session import COOKIE, LIFETIME_S, issue_token, read_token
+from api.dashboard.deps import Browser, FormWriter, render, same_origin
+from api.dashboard.session import COOKIE, LIFETIME_S, end_session, issue_token, read_token
 from api.deps import SessionDep, SettingsDep
 from api.services import jobs as jobs_service
 from api.services import teams
@@ -47,6 +47,8 @@ def login(
     api_key: Annotated[str, Form()] = "",
     next: Annotated[str, Form()] = "/jobs",
 ) -> Response:
+    # Login CSRF: a foreign page must not sign this browser into the attacker's team.
+    same_origin(request)
     try:
         teams.authenticate(session, api_key.strip())
     except Unauthorized:
@@ -56,9 +58,11 @@ def login(
     # Secure whenever the browser will send it back: over HTTPS, and on loopback, which browsers trust;
     # a plain-HTTP LAN address gets a non-Secure cookie, as a Secure one would never return there.
     secure = request.url.scheme == "https" or request.url.hostname in LOOPBACK
+    cookie = issue_token(session, settings, api_key.strip())
+    session.commit()
     response.set_cookie(
         COOKIE,
-        issue_token(settings, api_key.strip()),
+        cookie,
         max_age=LIFETIME_S,
         httponly=True,
         secure=secure,
@@ -69,7 +73,9 @@ def login(
 
 
 @router.post("/logout")
-def logout(_: FormWriter) -> Response:
+def logout(request: Request, session: SessionDep, settings: SettingsDep, _: FormWriter) -> Response:
+    end_session(session, settings, request.cookies.get(COOKIE))
+    session.commit()
     response = RedirectResponse("/login", 303)
     response.delete_cookie(COOKIE, path="/")
     return response

@@ -1,21 +1,20 @@
-"""Dashboard sessions: an HMAC-signed cookie naming the team's API key (by hash), plus CSRF tokens."""
+"""Dashboard sessions: a server-side row per signed-in browser, named by an HMAC-signed cookie, plus CSRF tokens."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
-import json
 import os
 import secrets
-import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
 from sqlalchemy.orm import Session
 
 from core.settings import Settings
+from db.models import DashboardSession as DashboardSessionRow
 from db.models import Team
 from db.repositories import teams as teams_repo
 
@@ -30,6 +29,8 @@ class DashboardSession:
 
     team: Team
     csrf: str
+    key_hash: str  # the signed-in key: its rate limit bucket and stream slots are the API's
+    session_id: str
 
 
 def session_secret(settings: Settings) -> bytes:
@@ -60,33 +61,57 @@ def _sign(secret: bytes, payload: bytes) -> str:
     return hmac.new(secret, payload, hashlib.sha256).hexdigest()
 
 
-def issue_token(settings: Settings, api_key: str) -> str:
-    """A cookie value for this key: who (key hash), a random nonce (CSRF), and when it expires."""
-    body = {"k": teams_repo.hash_key(api_key), "n": secrets.token_urlsafe(16), "e": int(time.time()) + LIFETIME_S}
-    payload = base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode()).decode()
-    return f"{payload}.{_sign(session_secret(settings), payload.encode())}"
+def _session_id(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
-def read_token(session: Session, settings: Settings, token: str | None) -> DashboardSession | None:
-    """The session a cookie proves, or None (bad signature, expired, or the key was revoked)."""
-    if not token or "." not in token:
+def issue_token(session: Session, settings: Settings, api_key: str) -> str:
+    """Start a server-side session for this (valid) key; returns the cookie value: a random token, signed.
+
+    The row is what makes the cookie good: logout deletes it, revoking the key ends it, and it expires."""
+    key = teams_repo.find_key_by_hash(session, teams_repo.hash_key(api_key))
+    if key is None:
+        raise ValueError("issue_token needs a valid key")
+    token = secrets.token_urlsafe(32)
+    expires = datetime.now(UTC) + timedelta(seconds=LIFETIME_S)
+    teams_repo.add_dashboard_session(
+        session, DashboardSessionRow(id=_session_id(token), api_key_id=key.id, expires_at=expires)
+    )
+    return f"{token}.{_sign(session_secret(settings), token.encode())}"
+
+
+def _verified_token(settings: Settings, cookie: str | None) -> str | None:
+    if not cookie or "." not in cookie:
         return None
-    payload, _, signature = token.rpartition(".")
-    secret = session_secret(settings)
-    if not hmac.compare_digest(signature, _sign(secret, payload.encode())):
+    token, _, signature = cookie.rpartition(".")
+    # The signature turns away forged cookies without a database round trip.
+    if not hmac.compare_digest(signature, _sign(session_secret(settings), token.encode())):
         return None
-    try:
-        body = json.loads(base64.urlsafe_b64decode(payload.encode()))
-        key_hash, nonce, expires = str(body["k"]), str(body["n"]), int(body["e"])
-    except (ValueError, KeyError, TypeError):
+    return token
+
+
+def read_token(session: Session, settings: Settings, cookie: str | None) -> DashboardSession | None:
+    """The session a cookie proves, or None (bad signature, expired, logged out, or the key was revoked)."""
+    token = _verified_token(settings, cookie)
+    if token is None:
         return None
-    if expires < time.time():
+    found = teams_repo.find_dashboard_session(session, _session_id(token))
+    if found is None:
         return None
-    # Looked up on every request so that revoking the key ends its browser sessions too.
-    team = teams_repo.find_team_by_key_hash(session, key_hash)
-    if team is None:
-        return None
-    return DashboardSession(team=team, csrf=_sign(secret, b"csrf|" + nonce.encode()))
+    team, key = found
+    csrf = _sign(session_secret(settings), b"csrf|" + token.encode())
+    return DashboardSession(team=team, csrf=csrf, key_hash=key.key_hash, session_id=_session_id(token))
+
+
+def end_session(session: Session, settings: Settings, cookie: str | None) -> None:
+    """Logout: the row goes, so a copied cookie stops working too."""
+    token = _verified_token(settings, cookie)
+    if token is not None:
+        teams_repo.delete_dashboard_session(session, _session_id(token))
+
+
+def session_alive(session: Session, session_id: str) -> bool:
+    return teams_repo.find_dashboard_session(session, session_id) is not None
 
 
 def csrf_ok(expected: str, sent: str | None) -> bool:

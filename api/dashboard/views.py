@@ -68,7 +68,7 @@ def job_page(session: Session, team: Team, job_id: str) -> dict[str, Any]:
         "spec": job.spec,
         "metrics": chart_points(metrics.list_metrics(session, job.id)),
         "events": [presenters.event_object(e) for e in events.list_events(session, job.id, limit=EVENTS_SHOWN)],
-        "last_seq": last_event[0].seq if last_event else 0,
+        "last_seq": last_event[0].job_seq if last_event else 0,
         "checkpoints": [
             presenters.checkpoint_object(a, model_name) for a in rows if a.kind == ArtifactKind.CHECKPOINT
         ],

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from api import presenters
 from api.deps import AdminTeam, SessionDep
-from api.schemas import ApiKeyCreated, ListPage, TeamPublic
+from api.schemas import ApiKeyCreated, ApiKeyPublic, ListPage, TeamPublic
 from api.services import teams as service
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -43,3 +44,17 @@ def create_key(team_id: str, body: KeyCreate, session: SessionDep, _: AdminTeam)
     key, plaintext = service.create_api_key(session, team.id, body.name)
     session.commit()
     return ApiKeyCreated(id=key.id, team_id=team.id, name=key.name, key=plaintext)
+
+
+@router.get("/teams/{team_id}/keys", response_model=ListPage[ApiKeyPublic])
+def list_keys(team_id: str, session: SessionDep, _: AdminTeam) -> ListPage[ApiKeyPublic]:
+    """The team's keys: prefix, name, created, last used (about a minute fresh), revoked."""
+    return ListPage(data=[presenters.api_key_object(k) for k in service.list_api_keys(session, team_id)])
+
+
+@router.delete("/teams/{team_id}/keys/{key_id}", response_model=ApiKeyPublic)
+def revoke_key(team_id: str, key_id: str, session: SessionDep, _: AdminTeam) -> ApiKeyPublic:
+    """Revoke a key at once: 401 for its requests, its dashboard sessions end, its open streams close."""
+    key = service.revoke_api_key(session, team_id, key_id)
+    session.commit()
+    return presenters.api_key_object(key)

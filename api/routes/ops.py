@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import hmac
+
 import redis
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import SettingsDep
 from api.observability import REGISTRY
+from core.errors import Forbidden, Unauthorized
 from db.repositories import ops
 from db.session import unit_of_work
 
@@ -16,8 +19,15 @@ router = APIRouter(tags=["ops"])
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
-    """Prometheus text format; keep it on the cluster network (it names teams and jobs)."""
+def metrics(request: Request, settings: SettingsDep) -> Response:
+    """Prometheus text format. It names teams and jobs, so it needs `Authorization: Bearer
+    $TUNEPOOL_METRICS_TOKEN`; with no token configured it is refused unless TUNEPOOL_METRICS_PUBLIC (dev)."""
+    if settings.metrics_token:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), settings.metrics_token):
+            raise Unauthorized("/metrics needs `Authorization: Bearer <TUNEPOOL_METRICS_TOKEN>`")
+    elif not settings.metrics_public:
+        raise Forbidden("/metrics is off: set TUNEPOOL_METRICS_TOKEN (or TUNEPOOL_METRICS_PUBLIC=true on a dev box)")
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api import deps
 from api.services import jobs as job_service
 from api.services import stream as service
-from core.errors import InvalidRequest
+from api.services import teams
 from db.session import session_factory
 
 router = APIRouter(tags=["fine-tuning"])
@@ -26,34 +26,39 @@ async def stream_events(
     job_id: str,
     request: Request,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, description="Replay events with seq > after.")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=service.MAX_CURSOR, description="Replay events with seq > after.")
+    ] = None,
 ) -> StreamingResponse:
-    """Replays stored events after `Last-Event-ID` (or `?after=`), then pushes live ones; ends with `end`."""
-    cursor = after if last_event_id is None else _seq(last_event_id)
-    job = await run_in_threadpool(_authorized_job, request, job_id)
+    """Replays stored events after `Last-Event-ID` (or `?after=`), then pushes live ones; ends with `end`.
+
+    The key is checked again at every ping: a revoked key's streams end within one ping interval."""
+    cursor = (after or 0) if last_event_id is None else service.parse_cursor(last_event_id, "Last-Event-ID")
+    job, team_id, key_hash = await run_in_threadpool(_authorized_job, request, job_id)
+    slot = service.open_slot(key_hash, team_id)
+    frames = service.stream_job(job, cursor, still_allowed=lambda: _key_valid(key_hash))
     return StreamingResponse(
-        service.stream_job(job, cursor or 0),
+        service.in_slot(frames, slot),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-def _authorized_job(request: Request, job_id: str) -> str:
-    """Authenticate and find the job in one short session, closed before the (hours-long) stream starts.
+def _authorized_job(request: Request, job_id: str) -> tuple[str, str, str]:
+    """Authenticate and find the job in one short session, closed before the (hours-long) stream starts;
+    returns the job id, the team id and the key's hash.
 
     Not the SessionDep/CurrentTeam dependencies: they hold a pooled connection across thread hops, and a
     hundred watchers connecting at once would then starve the pool.
     """
     with session_factory()() as session:
         team = deps._current_team(request, session)
-        return job_service.get_job(session, team, job_id).id
+        return job_service.get_job(session, team, job_id).id, team.id, str(request.state.key_hash)
 
 
-def _seq(value: str) -> int:
-    try:
-        return int(value.strip().removeprefix("ftevent-"))
-    except ValueError as exc:
-        raise InvalidRequest(f"Last-Event-ID: not an event id: {value!r}", param="Last-Event-ID") from exc
+def _key_valid(key_hash: str) -> bool:
+    with session_factory()() as session:
+        return teams.key_is_valid(session, key_hash)
 
 
 @router.get("/healthz/stream", tags=["ops"])

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import CurrentTeam, SessionDep
+from api.deps import CurrentTeam, SessionDep, SettingsDep
 from api.schemas import DeletedObject, ListPage
 from api.services import webhooks as service
 from db.models import WebhookDelivery, WebhookEndpoint
@@ -71,8 +71,10 @@ def _delivery(d: WebhookDelivery) -> WebhookDeliveryPublic:
 
 
 @router.post("", response_model=WebhookPublic)
-def create_webhook(body: WebhookCreate, session: SessionDep, team: CurrentTeam) -> WebhookPublic:
-    endpoint = service.create_endpoint(session, team, body.url, body.events)
+def create_webhook(
+    body: WebhookCreate, session: SessionDep, settings: SettingsDep, team: CurrentTeam
+) -> WebhookPublic:
+    endpoint = service.create_endpoint(session, settings, team, body.url, body.events)
     session.commit()
     return _endpoint(endpoint, with_secret=True)
 

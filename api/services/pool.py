@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from api.schemas import PoolJob, PoolPublic, PoolTeamQueue, PoolWorker, WorkerState
+from api.schemas import PoolJob, PoolOtherTeams, PoolPublic, PoolTeamQueue, PoolWorker, WorkerState
 from core.enums import JobStatus
 from core.placement import GB
 from core.settings import Settings
@@ -26,22 +26,31 @@ def pool_view(session: Session, settings: Settings, team: Team) -> PoolPublic:
     for team_id, job_id in jobs.waiting_jobs(session, None if team.is_admin else team.id):
         waiting.setdefault(team_id, []).append(job_id)
     names = {t.id: t.name for t in teams.list_teams(session)}
-    queues = []
+    queues, others = [], PoolOtherTeams(teams=0, queued=0, running=0)
     for team_id in sorted({t for t, _ in counts}, key=lambda t: names.get(t, t)):
-        visible = team.is_admin or team_id == team.id
+        queued = counts.get((team_id, JobStatus.VALIDATING_FILES.value), 0) + counts.get(
+            (team_id, JobStatus.QUEUED.value), 0
+        )
+        running = counts.get((team_id, JobStatus.RUNNING.value), 0)
+        if not (team.is_admin or team_id == team.id):
+            # Other teams' names, ids and counts are theirs: a tenant sees only the total.
+            others.teams += 1
+            others.queued += queued
+            others.running += running
+            continue
         queues.append(
             PoolTeamQueue(
                 team_id=team_id,
                 team_name=names.get(team_id, team_id),
-                queued=counts.get((team_id, JobStatus.VALIDATING_FILES.value), 0)
-                + counts.get((team_id, JobStatus.QUEUED.value), 0),
-                running=counts.get((team_id, JobStatus.RUNNING.value), 0),
-                job_ids=waiting.get(team_id, []) if visible else None,
+                queued=queued,
+                running=running,
+                job_ids=waiting.get(team_id, []),
             )
         )
     return PoolPublic(
         workers=out,
         queues=queues,
+        other_teams=None if team.is_admin else others,
         idle_workers=sum(1 for w in out if w.state == "idle"),
         busy_workers=sum(1 for w in out if w.state in ("busy", "starting")),
         lost_workers=sum(1 for w in out if w.state == "lost"),

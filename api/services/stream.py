@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections import deque
-from collections.abc import AsyncIterator
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -20,16 +20,24 @@ import redis.exceptions
 
 from api.presenters import event_object
 from core.enums import JobStatus
+from core.errors import InvalidRequest, RateLimited
 from core.settings import get_settings
 from db import eventbus
 from db.repositories import events, jobs
 from db.session import session_factory
 
 log = logging.getLogger(__name__)
-PING_SECONDS = 15.0  # idle comment so proxies keep the connection open
+PING_SECONDS = 15.0  # how long the Redis reader waits per message read (the watchers ping on their own period)
 POLL_SECONDS = 5.0  # feeds re-read Postgres this often even without Redis messages (a lost publish)
+MAX_CURSOR = 2**63 - 1  # event seqs are BIGINT
 BUFFER_EVENTS = 512  # per job; a watcher that falls further behind re-reads Postgres
 REPLAY_BATCH = 500
+
+
+REVOKED = {
+    "error": {"message": "the API key or session was revoked", "type": "authentication_error", "param": None,
+              "code": "invalid_api_key"}
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -53,15 +61,29 @@ def _read_events(job_id: str, after: int, limit: int = REPLAY_BATCH) -> list[Str
         for row in rows:
             status = (row.data or {}).get("status") if row.type == "status" else None
             body = event_object(row).model_dump_json()
-            out.append(StreamEvent(row.seq, row.type, status, _frame(row.seq, row.type, body)))
+            out.append(StreamEvent(row.job_seq, row.type, status, _frame(row.job_seq, row.type, body)))
         return out
 
 
 def _job_state(job_id: str) -> tuple[str, int]:
-    """The job's status and its newest event seq, in one snapshot."""
+    """The job's status and its newest event seq, in one snapshot (two columns, never the whole job row)."""
     with session_factory()() as session:
-        job = jobs.get_job_by_id(session, job_id)
-        return (job.status if job else JobStatus.CANCELLED.value), events.last_seq(session, job_id)
+        status = jobs.job_status(session, job_id)
+        return (status or JobStatus.CANCELLED.value), events.last_seq(session, job_id)
+
+
+def parse_cursor(value: str | None, param: str) -> int:
+    """A `Last-Event-ID` or `?after=` value as a seq: ASCII digits (optionally `ftevent-`), within BIGINT."""
+    if value is None or not value.strip():
+        return 0
+    digits = value.strip().removeprefix("ftevent-")
+    if not (digits.isascii() and digits.isdigit()) or int(digits) > MAX_CURSOR:
+        raise InvalidRequest(f"{param}: not an event id: {value[:40]!r}", param=param)
+    return int(digits)
+
+
+def ping_seconds() -> float:
+    return get_settings().stream_ping_seconds
 
 
 @dataclass
@@ -86,7 +108,8 @@ class Feed:
         while True:
             polled = False
             try:
-                async with asyncio.timeout(POLL_SECONDS):
+                # A quarter of the ping period: the watchers ping (and re-check their key) on these ticks.
+                async with asyncio.timeout(min(POLL_SECONDS, ping_seconds() / 4)):
                     await self.wake.wait()
             except TimeoutError:
                 polled = True
@@ -199,12 +222,45 @@ def watcher_count() -> int:
     return _hub.watchers if _hub is not None else 0
 
 
-async def stream_job(job_id: str, after: int) -> AsyncIterator[bytes]:
+_open_streams: Counter[str] = Counter()  # "key:<hash>" / "team:<id>" -> open streams in this process
+
+
+def open_slot(key_id: str, team_id: str) -> tuple[str, str]:
+    """Count a new stream against its key and team; RateLimited (429) past max_streams_per_key/_team."""
+    settings = get_settings()
+    slot = (f"key:{key_id}", f"team:{team_id}")
+    for name, cap in zip(slot, (settings.max_streams_per_key, settings.max_streams_per_team), strict=True):
+        if _open_streams[name] >= cap:
+            kind = name.split(":")[0]
+            raise RateLimited(
+                f"too many open event streams for this {'API key' if kind == 'key' else 'team'}: at most {cap}; "
+                "close one (or poll GET .../events)",
+                retry_after=5,
+            )
+    _open_streams.update(slot)
+    return slot
+
+
+async def in_slot(frames: AsyncIterator[bytes], slot: tuple[str, str]) -> AsyncIterator[bytes]:
+    """The frames, giving the slot back when the stream ends or the client goes."""
+    try:
+        async for chunk in frames:
+            yield chunk
+    finally:
+        _open_streams.subtract(slot)
+        for name in slot:
+            if _open_streams[name] <= 0:
+                del _open_streams[name]
+
+
+async def stream_job(job_id: str, after: int, still_allowed: Callable[[], bool] | None = None) -> AsyncIterator[bytes]:
     """SSE frames for one watcher: replay after `after`, then live, then `end` once the job is terminal.
 
     Each wake yields everything pending as one chunk: one send through the ASGI stack and one socket write per
     watcher, however many events arrived. A hundred watchers of a job pay this per event, so it is kept lean.
+    `still_allowed` (blocking) is asked at every ping: once the key or session is revoked the stream ends.
     """
+    ping = ping_seconds()
     the_hub = hub()
     loop = the_hub.loop
     feed = await the_hub.join(job_id)
@@ -215,7 +271,7 @@ async def stream_job(job_id: str, after: int) -> AsyncIterator[bytes]:
             yield chunk
             if done:
                 return
-        wrote = loop.time()  # when this watcher last got bytes: a ping follows PING_SECONDS of silence
+        wrote = loop.time()  # when this watcher last got bytes: a ping follows `ping` seconds of silence
         while True:
             changed = feed.changed
             if sent < feed.floor:  # fell out of the buffer: catch up from Postgres
@@ -240,7 +296,10 @@ async def stream_job(job_id: str, after: int) -> AsyncIterator[bytes]:
                 async for chunk, _, _ in _replay(job_id, sent):
                     yield chunk
                 return
-            if loop.time() - wrote >= PING_SECONDS:
+            if loop.time() - wrote >= ping:
+                if still_allowed is not None and not await asyncio.to_thread(still_allowed):
+                    yield _frame(None, "error", json.dumps(REVOKED))
+                    return
                 yield b": ping\n\n"
                 wrote = loop.time()
                 status, _ = await asyncio.to_thread(_job_state, job_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
@@ -48,3 +49,25 @@ def find_team(session: Session, id_or_name: str) -> Team:
 
 def list_teams(session: Session) -> list[Team]:
     return repo.list_teams(session)
+
+
+def list_api_keys(session: Session, team_id: str) -> list[ApiKey]:
+    """A team's keys, revoked ones included (with when they were revoked)."""
+    return repo.list_api_keys(session, find_team(session, team_id).id)
+
+
+def revoke_api_key(session: Session, team_id: str, key_id: str) -> ApiKey:
+    """Revoke a key: its requests get 401 from now on, its browser sessions end, its streams end at the next ping."""
+    key = repo.revoke_api_key(session, find_team(session, team_id).id, key_id)
+    if key is None:
+        raise NotFound(f"no API key {key_id!r} in team {team_id!r}", param="key_id")
+    return key
+
+
+def key_is_valid(session: Session, key_hash: str) -> bool:
+    return repo.find_key_by_hash(session, key_hash) is not None
+
+
+def note_use(session: Session, key_hash: str, every: timedelta) -> None:
+    """Stamp the key's last use (skipped when it was stamped less than `every` ago)."""
+    repo.touch_key(session, key_hash, every)

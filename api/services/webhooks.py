@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import secrets
-from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
+from core import netguard
 from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
+from core.settings import Settings
 from db.models import Team, WebhookDelivery, WebhookEndpoint
 from db.repositories import webhooks as repo
 
@@ -22,15 +23,18 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def create_endpoint(session: Session, team: Team, url: str, events: list[str] | None) -> WebhookEndpoint:
-    """Register a URL for some (default: all) job-ending events."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidRequest("url must be an absolute http(s) URL", param="url")
+def create_endpoint(
+    session: Session, settings: Settings, team: Team, url: str, events: list[str] | None
+) -> WebhookEndpoint:
+    """Register a URL for some (default: all) job-ending events; internal targets only where an admin allows."""
     chosen = list(dict.fromkeys(events)) if events else list(EVENT_TYPES)
     unknown = [e for e in chosen if e not in EVENT_TYPES]
     if unknown:
         raise InvalidRequest(f"unknown event {unknown[0]!r}; known: {', '.join(EVENT_TYPES)}", param="events")
+    try:
+        netguard.check(url, settings.webhook_allowed_host_list)
+    except netguard.UnsafeUrl as exc:
+        raise InvalidRequest(str(exc), param="url") from None
     if len(repo.list_endpoints(session, team.id)) >= MAX_ENDPOINTS_PER_TEAM:
         raise InvalidRequest(f"a team may register at most {MAX_ENDPOINTS_PER_TEAM} webhooks", param="url")
     return repo.add_endpoint(

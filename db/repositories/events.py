@@ -20,13 +20,15 @@ def add_event(
     type: str = "message",
     data: dict[str, Any] | None = None,
 ) -> JobEvent:
-    # Lock the job row first: one job's events then commit in seq order, so a reader that has seen seq N
-    # never misses a smaller seq committed later (SSE resumes from Last-Event-ID rely on this).
-    session.execute(select(TrainingJob.id).where(TrainingJob.id == job_id).with_for_update(key_share=True))
-    event = JobEvent(job_id=job_id, message=message, level=level, type=type, data=data)
+    # Lock the job row first: one job's events are then numbered and committed one writer at a time, so a
+    # reader that has seen number N never misses a smaller one committed later (SSE resumes rely on this).
+    lock = select(TrainingJob.id).where(TrainingJob.id == job_id).with_for_update(key_share=True)  # NO KEY UPDATE
+    session.execute(lock)
+    number = last_seq(session, job_id) + 1
+    event = JobEvent(job_id=job_id, message=message, level=level, type=type, data=data, job_seq=number)
     session.add(event)
     session.flush()
-    eventbus.note_event(session, job_id, event.seq)
+    eventbus.note_event(session, job_id, number)
     return event
 
 
@@ -42,21 +44,22 @@ def event_exists(session: Session, job_id: str, seq: int, message: str) -> bool:
 
 
 def last_seq(session: Session, job_id: str) -> int:
-    """The newest event's seq of a job (0 when it has none)."""
-    return int(session.scalar(select(func.max(JobEvent.seq)).where(JobEvent.job_id == job_id)) or 0)
+    """The newest event's number within its job (0 when it has none)."""
+    return int(session.scalar(select(func.max(JobEvent.job_seq)).where(JobEvent.job_id == job_id)) or 0)
 
 
 def list_events(
     session: Session, job_id: str, *, after_seq: int | None = None, limit: int = 20, newest_first: bool = True
 ) -> list[JobEvent]:
-    """Events of a job; `after_seq` pages newest-first like OpenAI's list (older than the cursor)."""
+    """Events of a job by their number in it; `after_seq` pages newest-first like OpenAI's list (older than the
+    cursor), or oldest-first after it."""
     stmt = select(JobEvent).where(JobEvent.job_id == job_id)
     if newest_first:
         if after_seq is not None:
-            stmt = stmt.where(JobEvent.seq < after_seq)
-        stmt = stmt.order_by(JobEvent.seq.desc())
+            stmt = stmt.where(JobEvent.job_seq < after_seq)
+        stmt = stmt.order_by(JobEvent.job_seq.desc())
     else:
         if after_seq is not None:
-            stmt = stmt.where(JobEvent.seq > after_seq)
-        stmt = stmt.order_by(JobEvent.seq)
+            stmt = stmt.where(JobEvent.job_seq > after_seq)
+        stmt = stmt.order_by(JobEvent.job_seq)
     return list(session.scalars(stmt.limit(limit)))

@@ -29,6 +29,11 @@ def get_job_by_id(session: Session, job_id: str) -> TrainingJob | None:
     return session.get(TrainingJob, job_id)
 
 
+def job_status(session: Session, job_id: str) -> str | None:
+    """Just the status (the stream asks often; the row holds the spec and metadata)."""
+    return session.scalar(select(TrainingJob.status).where(TrainingJob.id == job_id))
+
+
 def list_jobs(
     session: Session,
     team_id: str,

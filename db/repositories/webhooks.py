@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -85,11 +86,14 @@ def list_deliveries(session: Session, endpoint_id: str, limit: int = 100) -> lis
     return list(session.scalars(stmt.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id).limit(limit)))
 
 
-def claim_due(session: Session, limit: int, lease: timedelta) -> list[WebhookDelivery]:
-    """Pending deliveries that are due, leased for `lease` so no other sender takes them meanwhile."""
+def claim_due(
+    session: Session, limit: int, lease: timedelta, exclude_teams: Sequence[str] = ()
+) -> list[WebhookDelivery]:
+    """Pending deliveries that are due (of teams not excluded), leased for `lease` so no other sender takes them."""
     stmt = (
         select(WebhookDelivery)
         .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= func.now())
+        .where(WebhookDelivery.team_id.not_in(list(exclude_teams)))
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -102,6 +106,13 @@ def claim_due(session: Session, limit: int, lease: timedelta) -> list[WebhookDel
             .values(next_attempt_at=func.now() + lease)
         )
     return rows
+
+
+def release(session: Session, delivery_ids: Sequence[str]) -> None:
+    """Hand leased deliveries back, due now (a sender that leased more than it may send at once)."""
+    if delivery_ids:
+        stmt = update(WebhookDelivery).where(WebhookDelivery.id.in_(list(delivery_ids)))
+        session.execute(stmt.values(next_attempt_at=func.now()))
 
 
 def record_attempt(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.api.test_files import CHAT, jsonl
-from tests.conftest import TINY_MODEL, TeamKey
+from tests.support.data import CHAT, TINY_MODEL, jsonl
+from tests.support.teams import TeamKey
 
 
 def auth(team: TeamKey) -> dict[str, str]:
@@ -121,3 +122,15 @@ def cancel_leftovers(service_urls: tuple[str, str]) -> Iterator[list[str]]:
             jobs.transition(  # running ones too: a later dispatcher would find their fake worker lost and re-queue them
                 session, job_id, [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING], JobStatus.CANCELLED
             )
+
+
+class Recorder:
+    """The dispatcher's send step, recorded instead of going to Celery."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, job_id: str, worker_id: str) -> None:
+        with self._lock:
+            self.sent.append((job_id, worker_id))

@@ -2,20 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-CHAT = [
-    {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
-    {"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]},
-]
-
-
-def jsonl(rows: list[dict]) -> bytes:  # type: ignore[type-arg]
-    return "".join(json.dumps(r) + "\n" for r in rows).encode()
-
-
-def upload(api, content: bytes, name: str = "train.jsonl", purpose: str = "fine-tune"):  # type: ignore[no-untyped-def]
-    return api.post("/v1/files", files={"file": (name, content)}, data={"purpose": purpose})
+from tests.support.data import CHAT, jsonl, upload
 
 
 def test_upload_valid_file_returns_openai_file_object(api) -> None:  # type: ignore[no-untyped-def]

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from cli import processes
-from tests.api.test_files import CHAT, jsonl
 from tests.servers import free_port
+from tests.support.data import CHAT, jsonl
 
 LIMIT = 64 << 20  # this server's upload limit
 BOUNDARY = "endless"

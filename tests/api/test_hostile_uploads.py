@@ -5,13 +5,12 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.api.test_files import CHAT, jsonl
+from tests.support.data import CHAT, jsonl
 
 BOUNDARY = "hostile-boundary-7f3a"
 LINE = json.dumps(CHAT[0]).encode() + b"\n"
@@ -42,21 +41,15 @@ def _post(api, body, **headers: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def limits(service_urls):  # type: ignore[no-untyped-def]
+def limits(service_urls, monkeypatch):  # type: ignore[no-untyped-def]
     """Small upload limits for this test: 1 MiB files, 64 KiB lines."""
     from core.settings import get_settings
 
-    names = {"TUNEPOOL_MAX_UPLOAD_BYTES": str(1 << 20), "TUNEPOOL_MAX_UPLOAD_LINE_BYTES": str(64 << 10)}
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(names)
+    monkeypatch.setenv("TUNEPOOL_MAX_UPLOAD_BYTES", str(1 << 20))
+    monkeypatch.setenv("TUNEPOOL_MAX_UPLOAD_LINE_BYTES", str(64 << 10))
     get_settings.cache_clear()
     yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    get_settings.cache_clear()
+    get_settings.cache_clear()  # before monkeypatch restores the environment; the next use reads the restored one
 
 
 def _stored(data_dir: Path) -> list[Path]:

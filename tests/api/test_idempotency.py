@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from tests.api.test_files import CHAT, jsonl, upload
-from tests.conftest import TINY_MODEL
+from tests.support.data import CHAT, TINY_MODEL, jsonl, upload
 
 
 def _upload(api, key: str, content: bytes, name: str = "train.jsonl"):  # type: ignore[no-untyped-def]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
-from tests.conftest import TINY_MODEL
+from tests.support.data import TINY_MODEL, jsonl, upload
 
 PAIR = {
     "input": {"messages": [{"role": "user", "content": "Capital of France?"}]},
@@ -17,22 +16,20 @@ PAIR = {
 CHAT = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}
 
 
-def upload(api: Any, row: dict[str, Any]) -> str:
-    r = api.post(
-        "/v1/files", files={"file": ("f.jsonl", (json.dumps(row) + "\n").encode())}, data={"purpose": "fine-tune"}
-    )
+def upload_one(api: Any, row: dict[str, Any]) -> str:
+    r = upload(api, jsonl([row]))
     assert r.status_code == 200, r.text
     return str(r.json()["id"])
 
 
 @pytest.fixture
 def pairs(api) -> str:  # type: ignore[no-untyped-def]
-    return upload(api, PAIR)
+    return upload_one(api, PAIR)
 
 
 @pytest.fixture
 def chat(api) -> str:  # type: ignore[no-untyped-def]
-    return upload(api, CHAT)
+    return upload_one(api, CHAT)
 
 
 def test_dpo_job_resolves_beta_and_echoes_the_method(api, pairs) -> None:  # type: ignore[no-untyped-def]

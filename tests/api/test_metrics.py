@@ -10,12 +10,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.logging import JsonFormatter
-from tests.api.test_files import CHAT, jsonl, upload
-from tests.conftest import TINY_MODEL
+from tests.support.data import CHAT, TINY_MODEL, jsonl, upload
+
+METRICS_TOKEN = "scrape-token-for-tests"
+
+
+@pytest.fixture(autouse=True)
+def metrics_token(override_settings) -> None:  # type: ignore[no-untyped-def]
+    override_settings(metrics_token=METRICS_TOKEN)
 
 
 def _samples(api) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:  # type: ignore[no-untyped-def]
-    r = api.get("/metrics")
+    r = api.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     return {
         (s.name, frozenset(s.labels.items())): s.value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tests.api import pool_helpers
 from tests.api.pool_helpers import auth, claim, queue, submit
-from tests.conftest import TINY_MODEL
+from tests.support.data import TINY_MODEL
 
 register_worker = pool_helpers.register_worker  # fixtures
 cancel_leftovers = pool_helpers.cancel_leftovers
@@ -101,19 +101,23 @@ def test_pool_shows_workers_queues_and_only_own_job_ids(api, make_team, register
         r = api.get("/v1/pool", headers=auth(team))
         assert r.status_code == 200, r.text
         body = r.json()
-        return {w["id"]: w for w in body["workers"]}, {q["team_id"]: q for q in body["queues"]}
+        workers = {w["id"]: w for w in body["workers"]}
+        return workers, {q["team_id"]: q for q in body["queues"]}, body["other_teams"]
 
-    workers, queues = view(mine)
+    workers, queues, others = view(mine)
     assert workers[gpu]["state"] == "busy" and workers[gpu]["gpu_name"] == "NVIDIA L4"
     assert workers[gpu]["gpu_memory_total_gb"] == 24.0
     assert workers[gpu]["job"] == {"id": None, "own": False, "status": None}  # another team's job id stays hidden
     assert workers[cpu]["state"] == "idle" and workers[cpu]["device"] == "cpu"
     assert queues[mine.team_id]["queued"] == 1 and queues[mine.team_id]["job_ids"] == [waiting]
-    assert queues[theirs.team_id]["running"] == 1 and queues[theirs.team_id]["job_ids"] is None
-    workers, _ = view(theirs)
+    # Other teams are one anonymous total: no id, name or per-team count of theirs.
+    assert theirs.team_id not in queues and set(queues) == {mine.team_id}
+    assert others["teams"] >= 1 and others["running"] >= 1
+    workers, _, _ = view(theirs)
     assert workers[gpu]["job"] == {"id": running, "own": True, "status": "running"}
-    workers, queues = view(admin)
+    workers, queues, others = view(admin)
     assert workers[gpu]["job"]["id"] == running and queues[mine.team_id]["job_ids"] == [waiting]
+    assert queues[theirs.team_id]["running"] == 1 and others is None
     _cancel_running(running, gpu)
 
 
@@ -124,7 +128,7 @@ def test_worker_missing_heartbeats_is_lost_and_gets_no_work(api, team, register_
 
     from db.models import Worker
     from db.session import unit_of_work
-    from tests.api.test_pool_scheduling import Recorder
+    from tests.api.pool_helpers import Recorder
     from worker.dispatcher import dispatch
 
     stale = register_worker("stale")

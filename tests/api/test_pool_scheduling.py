@@ -7,22 +7,10 @@ import time
 from typing import Any
 
 from tests.api import pool_helpers
-from tests.api.pool_helpers import claim, claim_and_finish, queue, submit
+from tests.api.pool_helpers import Recorder, claim, claim_and_finish, queue, submit
 
 register_worker = pool_helpers.register_worker  # fixtures
 cancel_leftovers = pool_helpers.cancel_leftovers
-
-
-class Recorder:
-    """The dispatcher's send step, recorded instead of going to Celery."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, job_id: str, worker_id: str) -> None:
-        with self._lock:
-            self.sent.append((job_id, worker_id))
 
 
 def _queued(api: Any, team: Any, leftovers: list[str], **body: Any) -> str:

@@ -6,8 +6,7 @@ import time
 
 from tests.api import pool_helpers
 from tests.api.pool_helpers import _file, auth, queue, submit
-from tests.api.test_files import CHAT, jsonl
-from tests.conftest import TINY_MODEL
+from tests.support.data import CHAT, TINY_MODEL, jsonl
 
 register_worker = pool_helpers.register_worker  # fixtures
 cancel_leftovers = pool_helpers.cancel_leftovers
@@ -48,7 +47,7 @@ def test_queue_limit_refuses_with_429_naming_quota_and_usage(api, make_team, can
 def test_spent_gpu_hours_refuse_new_jobs_and_hold_queued_ones(
     api, make_team, register_worker, cancel_leftovers
 ) -> None:  # type: ignore[no-untyped-def]
-    from tests.api.test_pool_scheduling import Recorder
+    from tests.api.pool_helpers import Recorder
     from worker.dispatcher import dispatch
 
     team, admin = make_team(), make_team(is_admin=True)
@@ -78,7 +77,7 @@ def test_spent_gpu_hours_refuse_new_jobs_and_hold_queued_ones(
 
 
 def test_running_limit_holds_extra_jobs_in_the_queue(api, make_team, register_worker, cancel_leftovers) -> None:  # type: ignore[no-untyped-def]
-    from tests.api.test_pool_scheduling import Recorder
+    from tests.api.pool_helpers import Recorder
     from worker.dispatcher import dispatch
 
     team, admin = make_team(), make_team(is_admin=True)

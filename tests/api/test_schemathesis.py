@@ -1,4 +1,5 @@
-"""schemathesis against the service's own OpenAPI schema, with a real key: no 5xx, no schema violations."""
+"""schemathesis against the service's own OpenAPI schema, with a real key: no 5xx, no schema violations, and
+no status code (or error body) that the document does not declare."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from api.app import create_app
 from cli import processes
 from tests.servers import free_port
 
-CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance, content_type_conformance]
 # Bounded so the whole module stays within about a minute on two cores.
 EXAMPLES_PER_OPERATION = 15
 STATEFUL_SCENARIOS = 40
@@ -74,8 +79,7 @@ def test_stateful_workflows_answer_within_the_schema(server_url, auth_headers, t
 
     import httpx
 
-    from tests.api.test_files import CHAT, jsonl
-    from tests.conftest import TINY_MODEL
+    from tests.support.data import CHAT, TINY_MODEL, jsonl
 
     # Real objects for the links to start from: a valid file and a job using it.
     with httpx.Client(base_url=server_url, headers=auth_headers) as http:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import TINY_MODEL
 from tests.contract.openai_spec import assert_conforms
+from tests.support.data import TINY_MODEL
 
 
 @dataclass

@@ -14,8 +14,7 @@ from moto.server import ThreadedMotoServer
 
 from core.settings import Settings, get_settings
 from core.storage import LocalStore, S3Store, StorageError, configured_store, open_store
-from tests.api.test_files import CHAT, jsonl, upload
-from tests.conftest import TINY_MODEL
+from tests.support.data import CHAT, TINY_MODEL, jsonl, upload
 
 BUCKET = "tunepool-artifacts"
 KEYS = {"TUNEPOOL_S3_ACCESS_KEY_ID": "test-key", "TUNEPOOL_S3_SECRET_ACCESS_KEY": "test-secret"}

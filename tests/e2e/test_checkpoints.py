@@ -5,42 +5,18 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.test_stream import client_for, create_job
+from tests.support.service import all_events, client_for, create_job, wait_status, wait_step
 
 
 @pytest.fixture
 def http(running_service, team) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
     with client_for(running_service.base_url, team.key) as client:
         yield client
-
-
-def wait_status(http: httpx.Client, job_id: str, statuses: set[str], timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = http.get(f"/fine_tuning/jobs/{job_id}").json()
-        if job["status"] in statuses:
-            return job
-        time.sleep(0.2)
-    raise TimeoutError(f"{job_id} is still {job['status']}")
-
-
-def all_events(http: httpx.Client, job_id: str) -> list[dict[str, Any]]:
-    """Every event, oldest first, following the list's `after` cursor page by page."""
-    events: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"limit": 100}
-    while True:
-        page = http.get(f"/fine_tuning/jobs/{job_id}/events", params=params).json()
-        events += page["data"]
-        if not page["has_more"]:
-            return list(reversed(events))
-        params["after"] = page["data"][-1]["id"]
 
 
 def test_checkpoints_are_listed_downloadable_and_pruned(http) -> None:  # type: ignore[no-untyped-def]
@@ -73,10 +49,7 @@ def test_checkpoints_are_listed_downloadable_and_pruned(http) -> None:  # type: 
 def test_paused_job_resumes_from_its_checkpoint_with_every_step_once(http) -> None:  # type: ignore[no-untyped-def]
     total = 300  # long enough that the pause lands mid-run even on a fast, quiet machine
     job_id = create_job(http, max_steps=total)
-    deadline = time.monotonic() + 300
-    while http.get(f"/fine_tuning/jobs/{job_id}").json()["progress"]["step"] < 3:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_step(http, job_id, 3)
 
     assert http.post(f"/fine_tuning/jobs/{job_id}/pause").status_code == 200
     paused = wait_status(http, job_id, {"paused", "succeeded", "failed"})

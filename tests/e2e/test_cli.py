@@ -11,8 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TINY_MODEL
-from tests.e2e.test_stream import ROWS
+from tests.support.data import ROWS, TINY_MODEL
 
 
 @pytest.fixture

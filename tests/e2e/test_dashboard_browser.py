@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TINY_MODEL
+from tests.support.data import TINY_MODEL
+from tests.support.waiting import wait_until
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[ui]' for the browser tests")
 CHROMIUM = os.environ.get("TUNEPOOL_CHROMIUM", "/usr/bin/chromium")
@@ -126,16 +126,17 @@ def test_sign_in_upload_train_watch_and_download(page: Any, team: Any, shots: Pa
     page.wait_for_function("document.getElementById('live-mode').dataset.mode !== undefined")
     mode = page.get_attribute("#live-mode", "data-mode")
     seen: list[int] = []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+
+    def finished() -> bool:
+        """Sample the chart while the job runs; true once the job finished."""
         status = page.inner_text("#status-badge .badge")
         if status == "running" and points(page) and (not seen or points(page) > seen[-1]):
             seen.append(points(page))
             if len(seen) == 3:
                 page.screenshot(path=str(shots / "job-running.png"), full_page=True)
-        if status in ("succeeded", "failed", "cancelled"):
-            break
-        time.sleep(0.05)
+        return status in ("succeeded", "failed", "cancelled")
+
+    wait_until(finished, 300, interval=0.05, message=lambda: f"job still running; chart points seen: {seen}")
     assert len(seen) >= 2 and seen == sorted(seen), f"chart points seen while running: {seen} ({mode})"
     page.wait_for_selector("tr[data-kind=adapter]", timeout=120_000)  # the page reloads once finished
     assert page.inner_text("#status-badge .badge") == "succeeded"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,8 @@ import torch
 from openai import OpenAI
 from safetensors.torch import load_file
 
-from tests.conftest import TINY_MODEL
+from tests.support.data import TINY_MODEL, jsonl
+from tests.support.waiting import wait_until
 
 QUESTIONS = [f"Question number {i}?" for i in range(8)]
 CHOSEN, REJECTED = "A short, direct answer.", "I refuse to answer that question."
@@ -31,18 +31,12 @@ CHAT = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "con
 SMALL = {"lora": {"r": 8, "alpha": 16, "dropout": 0.0}, "quantization": "none", "artifacts": ["adapter"]}
 
 
-def jsonl(rows: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in rows).encode()
-
-
 def finished(sdk: OpenAI, job_id: str, timeout: float = 600) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def done() -> Any:
         job = sdk.fine_tuning.jobs.retrieve(job_id)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.5)
-    raise TimeoutError(job_id)
+        return job if job.status in ("succeeded", "failed", "cancelled") else None
+
+    return wait_until(done, timeout, interval=0.5, message=f"job {job_id} did not finish")
 
 
 def adapter_of(http: httpx.Client, job_id: str, dest: Path, kind: str = "adapter", step: int | None = None) -> Path:

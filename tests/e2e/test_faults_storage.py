@@ -7,10 +7,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.api.test_files import CHAT, jsonl
-from tests.conftest import TINY_MODEL
-from tests.e2e.test_checkpoints import all_events, wait_status
-from tests.e2e.test_stream import client_for
+from tests.support.data import CHAT, TINY_MODEL, jsonl
+from tests.support.service import all_events, client_for, wait_status
 
 
 @pytest.fixture
@@ -19,7 +17,7 @@ def http(running_service, team) -> Iterator[httpx.Client]:  # type: ignore[no-un
         yield client
 
 
-def test_a_failing_store_at_publish_fails_the_job_and_cleans_up(http, team, data_dir) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_store_at_publish_fails_the_job_and_cleans_up(http, team, running_service) -> None:  # type: ignore[no-untyped-def]
     file_id = http.post(
         "/files", files={"file": ("t.jsonl", jsonl(CHAT * 4))}, data={"purpose": "fine-tune"}
     ).json()["id"]
@@ -36,7 +34,7 @@ def test_a_failing_store_at_publish_fails_the_job_and_cleans_up(http, team, data
     ).json()
     # The store's place for the merged model is taken by a directory: the move into it fails with an OS error,
     # after the adapter was already stored, as when a volume breaks mid-publish.
-    job_dir = data_dir / "store" / "artifacts" / team.team_id / job["id"]
+    job_dir = running_service.data_dir / "store" / "artifacts" / team.team_id / job["id"]
     (job_dir / "merged.tar").mkdir(parents=True)
 
     done = wait_status(http, job["id"], {"succeeded", "failed", "cancelled"})

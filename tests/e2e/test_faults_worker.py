@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
+
+from tests.support.waiting import wait_until
 
 STEPS, EVERY = 120, 20
 
 
 def _wait_step(stack: Any, job_id: str, step: int, timeout: float = 120) -> Any:
-    deadline = time.monotonic() + timeout
-    while (job := stack.job_row(job_id)).step < step or job.status != "running":
+    seen: list[Any] = []
+
+    def reached() -> Any:
+        seen[:] = [job := stack.job_row(job_id)]
         assert job.status in ("validating_files", "queued", "running"), f"{job_id} is {job.status}"
-        assert time.monotonic() < deadline, f"{job_id} never reached step {step} (at {job.step})"
-        time.sleep(0.1)
-    return job
+        return job if job.step >= step and job.status == "running" else None
+
+    return wait_until(reached, timeout, message=lambda: f"{job_id} never reached step {step} (at {seen[0].step})")
 
 
 def _trainers_of(job_id: str) -> list[int]:
@@ -41,10 +44,8 @@ def test_a_killed_workers_job_resumes_on_another_worker_from_its_checkpoint(make
     job = _wait_step(stack, job_id, EVERY + 10)  # past the first checkpoint, before the second
     victim = next(name for name in ("a", "b") if stack.worker_id(name) == job.worker_id)
     stack.kill_worker(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while _trainers_of(job_id):  # the training child dies with its worker (no orphan keeps training)
-        assert time.monotonic() < deadline, "the killed worker's training process lives on"
-        time.sleep(0.1)
+    # The training child dies with its worker (no orphan keeps training).
+    wait_until(lambda: not _trainers_of(job_id), 10, message="the killed worker's training process lives on")
     killed_at = stack.job_row(job_id).step
 
     done = stack.wait_status(job_id, timeout=240)

@@ -12,8 +12,9 @@ import httpx
 import pytest
 from openai import NotFoundError, OpenAI
 
-from tests.conftest import TINY_MODEL
 from tests.contract.openai_spec import assert_conforms
+from tests.support.data import TINY_MODEL
+from tests.support.teams import create_team
 
 ROWS = [
     {"messages": [{"role": "user", "content": f"Say {w}"}, {"role": "assistant", "content": w}]}
@@ -43,17 +44,11 @@ def _finished(sdk: OpenAI, job_id: str, timeout: float = 600):  # type: ignore[n
 
 
 @pytest.fixture(scope="module")
-def trained(running_service, service_urls):  # type: ignore[no-untyped-def]
+def trained(running_service):  # type: ignore[no-untyped-def]
     """One short fine-tune shared by the tests below: (team key, team id, job)."""
-    import secrets
-
-    from api.services import teams
-    from db.session import unit_of_work
-
-    with unit_of_work() as session:
-        team = teams.create_team(session, f"contract-{secrets.token_hex(3)}")
-        _, key = teams.create_api_key(session, team.id, "sdk")
-        team_id = team.id
+    with running_service.session() as session:
+        team = create_team(session)
+    key, team_id = team.key, team.team_id
     sdk = _sdk(running_service, key)
     train = sdk.files.create(file=("train.jsonl", BODY), purpose="fine-tune")
     valid = sdk.files.create(file=("valid.jsonl", BODY[: BODY.index(b"\n") + 1] * 2), purpose="fine-tune")

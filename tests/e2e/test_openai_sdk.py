@@ -5,14 +5,14 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from openai import OpenAI
 
-from tests.conftest import TINY_MODEL
+from tests.support.data import TINY_MODEL
+from tests.support.waiting import wait_until
 
 CHAT_ROWS = [
     {
@@ -31,13 +31,13 @@ def _jsonl(rows: list[dict]) -> bytes:  # type: ignore[type-arg]
 
 
 def wait_for(client: OpenAI, job_id: str, timeout: float = 600):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.fine_tuning.jobs.retrieve(job_id)
-        if job.status in ("succeeded", "failed", "cancelled"):
-            return job
-        time.sleep(0.5)
-    raise TimeoutError(f"job {job_id} still {job.status}")
+    seen = []
+
+    def finished():  # type: ignore[no-untyped-def]
+        seen[:] = [client.fine_tuning.jobs.retrieve(job_id)]
+        return seen[0] if seen[0].status in ("succeeded", "failed", "cancelled") else None
+
+    return wait_until(finished, timeout, interval=0.5, message=lambda: f"job {job_id} still {seen[0].status}")
 
 
 def _download(base_url: str, key: str, artifact: dict, dest: Path) -> Path:  # type: ignore[type-arg]

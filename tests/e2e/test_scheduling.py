@@ -8,27 +8,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from cli import processes
-from tests.api.test_files import CHAT, jsonl
-from tests.conftest import TINY_MODEL
+from tests.faultstack import FaultStack
+from tests.support.data import CHAT, TINY_MODEL, jsonl
+from tests.support.waiting import wait_until
 
 LONG = {"training": {"max_steps": 100_000, "logging_steps": 20, "max_seq_length": 64}}
 SHORT = {"training": {"max_steps": 2, "max_seq_length": 64}, "artifacts": ["adapter"]}
 
 
 @pytest.fixture(scope="module")
-def pool(running_service, service_urls: tuple[str, str], data_dir: Path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def pool(running_service: FaultStack) -> Iterator[str]:
     """The session's service plus a second worker and a second dispatcher; the pool starts empty."""
-    _drain()
-    db_url, redis_url = service_urls
-    env = processes.service_env(db_url, redis_url, data_dir, TUNEPOOL_HEARTBEAT_SECONDS="0.5")
-    log_dir = data_dir / "log"
+    _drain(running_service)
+    env, log_dir = running_service.env, running_service.log_dir
     procs = [processes.start_worker(env, log_dir, "worker-2"), processes.start_dispatcher(env, log_dir)]
     try:
         yield running_service.base_url
@@ -36,16 +34,15 @@ def pool(running_service, service_urls: tuple[str, str], data_dir: Path) -> Iter
         processes.stop(procs)
 
 
-def _drain() -> None:
+def _drain(service: FaultStack) -> None:
     """Cancel what earlier tests left waiting or running, so this module's timings are its own."""
     from sqlalchemy import select
 
     from core.enums import JobStatus
     from db.models import TrainingJob
     from db.repositories import jobs
-    from db.session import unit_of_work
 
-    with unit_of_work() as session:
+    with service.session() as session:
         live = [JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.PAUSED]
         for job in session.scalars(select(TrainingJob).where(TrainingJob.status.in_([*live, JobStatus.RUNNING]))):
             if jobs.transition(session, job.id, live, JobStatus.CANCELLED) is None:
@@ -71,23 +68,21 @@ class Client:
         return dict(r.json())
 
     def wait(self, job_id: str, statuses: set[str], timeout: float = 180) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = self.job(job_id)
-            if job["status"] in statuses:
-                return job
-            time.sleep(0.2)
-        raise TimeoutError(f"{job_id} is {job['status']}, not {statuses}")
+        job: dict[str, Any] = {}
+
+        def reached() -> dict[str, Any] | None:
+            job.update(self.job(job_id))
+            return dict(job) if job["status"] in statuses else None
+
+        message = f"{job_id} never reached {statuses}"
+        return wait_until(reached, timeout, interval=0.2, message=lambda: f"{message}: it is {job['status']}")
 
 
 def _wait_workers(c: Client, n: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        live = [w for w in c.http.get("/pool").json()["workers"] if w["state"] != "lost"]
-        if len(live) >= n:
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"fewer than {n} workers registered")
+    def registered() -> bool:
+        return len([w for w in c.http.get("/pool").json()["workers"] if w["state"] != "lost"]) >= n
+
+    wait_until(registered, timeout, interval=0.5, message=f"fewer than {n} workers registered")
 
 
 def _started(job_id: str) -> float | None:
@@ -100,7 +95,7 @@ def _started(job_id: str) -> float | None:
         return job.started_at.timestamp() if job.started_at else None
 
 
-def test_fair_share_cancel_and_freed_worker(pool, make_team) -> None:  # type: ignore[no-untyped-def]
+def test_fair_share_cancel_and_freed_worker(pool, make_team, service_settings) -> None:  # type: ignore[no-untyped-def]
     a, b = Client(pool, make_team().key), Client(pool, make_team().key)
     _wait_workers(a, 2)
     long1, long2 = a.submit(**LONG), a.submit(**LONG)

@@ -4,49 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
 
 from cli.sse import SseEvent, iter_sse, open_stream
-from tests.conftest import TINY_MODEL
-
-ROWS = [
-    {"messages": [{"role": "user", "content": f"Colour of fruit {i}?"}, {"role": "assistant", "content": c}]}
-    for i, c in enumerate(["red", "green", "yellow", "orange"] * 4)
-]
-
-
-def client_for(base_url: str, key: str) -> httpx.Client:
-    return httpx.Client(base_url=base_url + "/v1", headers={"Authorization": f"Bearer {key}"}, timeout=60)
+from core.settings import get_settings
+from tests.support.service import client_for, create_job, wait_status, wait_step
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
 def http(running_service, team) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
     with client_for(running_service.base_url, team.key) as client:
         yield client
-
-
-def create_job(http: httpx.Client, *, with_validation: bool = False, **training: Any) -> str:
-    """A small plain-LoRA job of the tiny model; `training` extends the spec's training section."""
-    data = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
-    file_id = http.post("/files", files={"file": ("t.jsonl", data)}, data={"purpose": "fine-tune"}).json()["id"]
-    body = {
-        "model": TINY_MODEL,
-        "training_file": file_id,
-        "validation_file": file_id if with_validation else None,
-        "hyperparameters": {"n_epochs": 1, "batch_size": 2, "learning_rate_multiplier": 5},
-        "quantization": "none",
-        "training": {"max_seq_length": 64, **training},
-        "artifacts": ["adapter"],
-    }
-    r = http.post("/fine_tuning/jobs", json=body)
-    assert r.status_code == 200, r.text
-    return str(r.json()["id"])
 
 
 def read_stream(
@@ -127,10 +99,7 @@ def test_disconnected_watchers_free_their_subscriptions(http, running_service) -
         for reader in readers:
             next(reader)  # connected and replaying (a dropped reader would close its connection)
         assert watchers(running_service.base_url) == 5
-    deadline = time.monotonic() + 10
-    while watchers(running_service.base_url) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert watchers(running_service.base_url) == 0
+    wait_until(lambda: watchers(running_service.base_url) == 0, 10, message="closed streams still count as watchers")
     http.post(f"/fine_tuning/jobs/{job_id}/cancel")
 
 
@@ -146,20 +115,16 @@ def test_stream_of_an_unknown_or_foreign_job_is_404(http, running_service, make_
     assert read_stream(http, job_id)[-1].data == {"status": "cancelled"}
 
 
-def test_a_silent_stream_still_pings(http, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_a_silent_stream_still_pings(http, monkeypatch, service_settings) -> None:  # type: ignore[no-untyped-def]
     """A watcher of a paused job (no new events) still gets keep-alive comments: the feed's poll is their clock."""
     from api.services import stream
 
     job_id = create_job(http, max_steps=300)
-    deadline = time.monotonic() + 300
-    while http.get(f"/fine_tuning/jobs/{job_id}").json()["progress"]["step"] < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_step(http, job_id, 1)
     assert http.post(f"/fine_tuning/jobs/{job_id}/pause").status_code == 200
-    while (status := http.get(f"/fine_tuning/jobs/{job_id}").json()["status"]) != "paused":
-        assert status not in ("succeeded", "failed", "cancelled") and time.monotonic() < deadline
-        time.sleep(0.2)
-    monkeypatch.setattr(stream, "PING_SECONDS", 0.5)
+    assert wait_status(http, job_id, {"paused", "succeeded", "failed", "cancelled"})["status"] == "paused"
+    monkeypatch.setenv("TUNEPOOL_STREAM_PING_SECONDS", "0.5")  # restored with the service settings after the test
+    get_settings.cache_clear()
     monkeypatch.setattr(stream, "POLL_SECONDS", 0.2)
 
     async def first_live_chunk(after: int) -> bytes:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.api.test_files import CHAT, jsonl
-from tests.conftest import TINY_MODEL
+from tests.support.data import CHAT, TINY_MODEL, jsonl
+from tests.support.waiting import wait_until
 
 
 @dataclass
@@ -31,16 +31,18 @@ class Receiver:
 
     url: str
     script: dict[str, list[int]] = field(default_factory=dict)
+    delays: dict[str, float] = field(default_factory=dict)  # seconds a path waits before it answers
     received: list[Receipt] = field(default_factory=list)
 
     def wait(self, path: str, count: int, timeout: float = 60) -> list[Receipt]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            got = [r for r in self.received if r.path == path]
-            if len(got) >= count:
-                return got
-            time.sleep(0.1)
-        raise TimeoutError(f"{path}: {len([r for r in self.received if r.path == path])} of {count} POSTs")
+        def got() -> list[Receipt]:
+            return [r for r in self.received if r.path == path]
+
+        return wait_until(
+            lambda: got() if len(got()) >= count else None,
+            timeout,
+            message=lambda: f"{path}: {len(got())} of {count} POSTs",
+        )
 
 
 @pytest.fixture
@@ -50,6 +52,7 @@ def receiver() -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers["content-length"]))
+            time.sleep(state.delays.get(self.path, 0))
             codes = state.script.setdefault(self.path, [200])
             code = codes.pop(0) if len(codes) > 1 else codes[0]
             state.received.append(Receipt(self.path, {k.lower(): v for k, v in self.headers.items()}, body, code))
@@ -82,13 +85,13 @@ def _verified(receipt: Receipt, secret: str) -> dict:  # type: ignore[type-arg]
 
 
 def _deliveries(client: httpx.Client, webhook_id: str, until: str, timeout: float = 30) -> list[dict]:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        log = client.get(f"/v1/webhooks/{webhook_id}/deliveries").json()["data"]
-        if log and all(d["status"] == until for d in log):
-            return list(log)
-        time.sleep(0.1)
-    raise TimeoutError(f"deliveries of {webhook_id} not all {until}: {log}")
+    log: list[dict] = []  # type: ignore[type-arg]
+
+    def settled() -> list[dict] | None:  # type: ignore[type-arg]
+        log[:] = client.get(f"/v1/webhooks/{webhook_id}/deliveries").json()["data"]
+        return list(log) if log and all(d["status"] == until for d in log) else None
+
+    return wait_until(settled, timeout, message=lambda: f"deliveries of {webhook_id} not all {until}: {log}")
 
 
 def _new_job(client: httpx.Client) -> str:
@@ -153,7 +156,7 @@ def test_bad_webhook_urls_and_events_are_refused(client) -> None:  # type: ignor
     assert r.status_code == 400 and r.json()["error"]["param"] == "events"
 
 
-def test_training_success_and_failure_send_their_webhooks(client, receiver, team) -> None:  # type: ignore[no-untyped-def]
+def test_training_success_and_failure_send_their_webhooks(client, receiver, team, service_settings) -> None:  # type: ignore[no-untyped-def]
     from worker import runner
 
     hook = client.post("/v1/webhooks", json={"url": receiver.url + "/hook"}).json()
@@ -197,3 +200,50 @@ def test_training_success_and_failure_send_their_webhooks(client, receiver, team
     assert event["type"] == "fine_tuning.job.failed" and event["data"] == {"id": failing}
     with unit_of_work() as session:
         assert jobs.get_job_by_id(session, failing).status == "failed"
+
+
+def test_a_slow_and_a_poisoned_endpoint_delay_no_other_team(  # type: ignore[no-untyped-def]
+    client, receiver, team, make_team, service_settings
+) -> None:
+    """Team A's endpoints hang for 6 s or cannot even be sent to; team B's delivery still lands at once."""
+    from db.models import WebhookEndpoint
+    from db.repositories import webhooks
+    from db.session import unit_of_work
+
+    receiver.delays = {"/slow": 6.0}
+    for n in range(3):
+        assert client.post("/v1/webhooks", json={"url": f"{receiver.url}/slow?n={n}"}).status_code == 200
+    with unit_of_work() as session:  # rows from before URL validation: they must fail alone
+        for n, url in enumerate(("http://x/x\r\nX: 1", "http://xn--/")):
+            endpoint = WebhookEndpoint(id=f"we_poison{n}{time.time_ns()}", team_id=team.team_id, url=url,
+                                       secret="whsec_AA==", events=["fine_tuning.job.cancelled"])  # fmt: skip
+            webhooks.add_endpoint(session, endpoint)
+    other = make_team()
+    with httpx.Client(base_url=str(client.base_url), headers={"Authorization": f"Bearer {other.key}"}) as b:
+        good = b.post("/v1/webhooks", json={"url": receiver.url + "/good"}).json()
+        slow_jobs = [_new_job(client) for _ in range(3)]
+        good_job = _new_job(b)
+        for job_id in slow_jobs:
+            client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+        cancelled = time.monotonic()
+        assert b.post(f"/v1/fine_tuning/jobs/{good_job}/cancel").json()["status"] == "cancelled"
+        [post] = receiver.wait("/good", 1, timeout=30)
+        waited = time.monotonic() - cancelled
+        # The sender polls every 0.5 s; nine 6-second sends of team A ahead of it must not add to that.
+        assert waited < 3.0, f"team B's delivery waited {waited:.1f} s behind team A's endpoints"
+        assert _verified(post, good["secret"])["data"] == {"id": good_job}
+    # Each poisoned delivery is a failed try of its own (it used to stall the round with 0 attempts).
+    def poisoned_deliveries() -> list[tuple[int, str | None]]:
+        with unit_of_work() as session:
+            return [(d.attempts, d.last_error) for e in webhooks.list_endpoints(session, team.team_id)
+                    if "/slow" not in e.url for d in webhooks.list_deliveries(session, e.id)]  # fmt: skip
+
+    def all_tried() -> list[tuple[int, str | None]] | None:
+        got = poisoned_deliveries()
+        return got if len(got) == 6 and all(n >= 1 for n, _ in got) else None
+
+    try:
+        poisoned = wait_until(all_tried, 30)
+    except TimeoutError:
+        poisoned = poisoned_deliveries()
+    assert len(poisoned) == 6 and all(n >= 1 and error == "invalid_url" for n, error in poisoned), poisoned

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,50 @@ def reply_logprob(model: Any, tokenizer: PreTrainedTokenizerBase, question: str,
     targets = ids[0, 1:]
     picked = logprobs[torch.arange(len(targets)), targets]
     return float(picked[start - 1 :].sum())
+
+
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "lazy",
+    "dog",
+    "apple",
+    "banana",
+    "cherry",
+    "grape",
+    "lemon",
+    "mango",
+    "peach",
+    "pear",
+    "plum",
+]
+
+
+def varied_rows(fmt: str, n: int = 12, seed: int = 0) -> list[dict[str, Any]]:
+    """Examples of very different lengths, so unpacked batches pad a lot and packing changes the batches."""
+    rng = random.Random(seed)
+
+    def words(k: int) -> str:
+        return " ".join(rng.choice(WORDS) for _ in range(k))
+
+    rows = []
+    for i in range(n):
+        prompt, answer = words(2 + 3 * (i % 5)), words(1 + 2 * (i % 4))
+        if fmt == "chat":
+            rows.append(
+                {
+                    "messages": [
+                        {"role": "user", "content": prompt},
+                        {"role": "assistant", "content": answer},
+                        {"role": "user", "content": words(2)},
+                        {"role": "assistant", "content": answer},
+                    ]
+                }
+            )
+        else:
+            rows.append({"prompt": prompt + " ?", "completion": " " + answer})
+    return rows

@@ -61,7 +61,7 @@ def test_one_example_too_large_even_with_checkpointing_fails_as_out_of_memory(
 def test_packed_padding_free_batch_is_split_at_an_example_boundary(
     tiny_model: Path, tmp_path: Path, make_spec: SpecFactory
 ) -> None:
-    from tests.worker.training.test_packing import varied_rows
+    from tests.worker.training.helpers import varied_rows
 
     train = write_jsonl(tmp_path / "train.jsonl", varied_rows("prompt_completion", n=16))
     expected, probe, _ = run(tiny_model, train, tmp_path / "a", make_spec, packing=True, max_seq_length=128)

@@ -4,60 +4,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
-from tests.worker.training.helpers import RecordingReporter, SpecFactory, write_jsonl
+from tests.worker.training.helpers import RecordingReporter, SpecFactory, varied_rows, write_jsonl
 from worker.training import TrainingPaths, run_training
 from worker.training.packing import padding_waste, should_pack
-
-WORDS = [
-    "the",
-    "quick",
-    "brown",
-    "fox",
-    "jumps",
-    "over",
-    "lazy",
-    "dog",
-    "apple",
-    "banana",
-    "cherry",
-    "grape",
-    "lemon",
-    "mango",
-    "peach",
-    "pear",
-    "plum",
-]
-
-
-def varied_rows(fmt: str, n: int = 12, seed: int = 0) -> list[dict[str, Any]]:
-    """Examples of very different lengths, so unpacked batches pad a lot and packing changes the batches."""
-    rng = random.Random(seed)
-
-    def words(k: int) -> str:
-        return " ".join(rng.choice(WORDS) for _ in range(k))
-
-    rows = []
-    for i in range(n):
-        prompt, answer = words(2 + 3 * (i % 5)), words(1 + 2 * (i % 4))
-        if fmt == "chat":
-            rows.append(
-                {
-                    "messages": [
-                        {"role": "user", "content": prompt},
-                        {"role": "assistant", "content": answer},
-                        {"role": "user", "content": words(2)},
-                        {"role": "assistant", "content": answer},
-                    ]
-                }
-            )
-        else:
-            rows.append({"prompt": prompt + " ?", "completion": " " + answer})
-    return rows
 
 
 def train_losses(

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import TINY_MODEL
+from tests.support.data import CHAT, TINY_MODEL, jsonl, upload
 
+TEMPLATES = Path(__file__).parents[2] / "api" / "dashboard" / "templates"
+BAD_CURSORS = ["²", "Â²", "99999999999999999999999", "-5", "12a", "ftevent-"]  # "Â²": UTF-8 ² read as latin-1
 ROWS = "".join(json.dumps({"prompt": f"q{i}", "completion": f"a{i}"}) + "\n" for i in range(8)).encode()
 
 
@@ -188,3 +192,68 @@ def test_pool_page_shows_workers_and_quota_and_pause_is_wired(browser: TestClien
     r = browser.post(f"/jobs/{job_id}/pause", data={"csrf_token": csrf})  # the service refuses, as a notice
     assert r.status_code == 303
     assert f"job {job_id} is cancelled; only queued or running jobs pause" in browser.get(f"/jobs/{job_id}").text
+def test_login_from_another_site_is_refused(browser: TestClient, team) -> None:  # type: ignore[no-untyped-def]
+    for headers in ({"origin": "https://evil.example"}, {"sec-fetch-site": "cross-site"}):
+        r = browser.post("/login", data={"api_key": team.key}, headers=headers)
+        assert r.status_code == 403 and "tunepool_session" not in r.cookies
+    ok = browser.post("/login", data={"api_key": team.key}, headers={"origin": "https://dashboard.test"})
+    assert ok.status_code == 303
+
+
+def test_logout_ends_the_session_on_the_server(browser: TestClient, team) -> None:  # type: ignore[no-untyped-def]
+    csrf = sign_in(browser, team.key)
+    copied = browser.cookies["tunepool_session"]
+    assert browser.post("/logout", data={"csrf_token": csrf}).status_code == 303
+    browser.cookies.set("tunepool_session", copied, "dashboard.test")  # a copy kept from before the logout
+    assert browser.get("/jobs", headers={"accept": "text/html"}).status_code == 303  # back to sign-in
+
+
+def test_revoking_the_key_ends_its_browser_sessions(browser: TestClient, api, team, make_team) -> None:  # type: ignore[no-untyped-def]
+    sign_in(browser, team.key)
+    assert browser.get("/jobs").status_code == 200
+    admin = make_team(is_admin=True)
+    as_admin = {"Authorization": f"Bearer {admin.key}"}
+    [key] = api.get(f"/v1/admin/teams/{team.team_id}/keys", headers=as_admin).json()["data"]
+    assert api.delete(f"/v1/admin/teams/{team.team_id}/keys/{key['id']}", headers=as_admin).status_code == 200
+    assert browser.get("/jobs", headers={"accept": "text/html"}).status_code == 303
+
+
+def test_dashboard_writes_share_the_api_rate_limit(browser: TestClient, team, override_settings) -> None:  # type: ignore[no-untyped-def]
+    override_settings(rate_limit_writes_per_second="1", rate_limit_write_burst="5")
+    csrf = sign_in(browser, team.key)
+    codes = [
+        browser.post("/jobs/ftjob-none/cancel", data={"csrf_token": csrf}).status_code for _ in range(8)
+    ]  # fmt: skip
+    assert codes[:5] == [404] * 5 and codes[5:] == [429] * 3
+    r = browser.post("/jobs", json={"model": TINY_MODEL}, headers={"x-csrf-token": csrf})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("cursor", BAD_CURSORS)
+def test_the_dashboard_stream_refuses_bad_cursors_too(browser: TestClient, api, team, cursor: str) -> None:  # type: ignore[no-untyped-def]
+    file_id = upload(api, jsonl(CHAT)).json()["id"]
+    job_id = api.post("/v1/fine_tuning/jobs", json={"model": TINY_MODEL, "training_file": file_id}).json()["id"]
+    sign_in(browser, team.key)
+    r = browser.get(f"/jobs/{job_id}/events/stream", headers={"Last-Event-ID": cursor.encode("latin-1")})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "Last-Event-ID"
+    r = browser.get(f"/jobs/{job_id}/events/stream", params={"after": cursor})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "after"
+    api.post(f"/v1/fine_tuning/jobs/{job_id}/cancel")
+
+
+def test_dashboard_pages_carry_security_headers_and_no_inline_script(browser: TestClient, team) -> None:  # type: ignore[no-untyped-def]
+    for r in (browser.get("/login"), browser.get("/static/job.js")):
+        csp = r.headers["content-security-policy"]
+        assert (
+            "script-src 'self'" in csp
+            and "frame-ancestors 'none'" in csp
+            and "unsafe-inline" not in csp.split("script-src", 1)[1].split(";")[0]
+        )
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["referrer-policy"] == "same-origin"
+    # script-src 'self' would block inline script and handlers: there must be none to block.
+    for template in TEMPLATES.glob("*.html"):
+        text = template.read_text()
+        inline = [m for m in re.findall(r"<script\b[^>]*>", text) if "src=" not in m and "application/json" not in m]
+        assert not inline, (template.name, inline)
+        assert not re.search(r"\son[a-z]+\s*=", text), template.name
