@@ -96,8 +96,10 @@ def run_dpo(
         trainer.train(resume_from_checkpoint=str(paths.resume_from) if paths.resume_from else None)
     steps = trainer.state.global_step
     if callback.paused:
+        reporter.event(f"Training paused at step {steps}")
         raise TrainingPaused(steps)
     if callback.cancelled:
+        reporter.event(f"Training cancelled at step {steps}")
         raise TrainingCancelled(steps)
     if callback.diverged_at is not None:
         raise TrainingError(
