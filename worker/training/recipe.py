@@ -62,8 +62,13 @@ def _run(
 
     from worker.training import config, throughput
     from worker.training.callbacks import ReporterCallback
-    from worker.training.outputs import library_versions, merge_adapter, merge_device, merge_need_bytes, save_adapter
+    from worker.training.lineage import continue_adapter, lineage_manifest
+    from worker.training.outputs import library_versions, save_adapter
 
+    if spec.method == "dpo":  # preference pairs: DPOTrainer on the same adapter (worker/training/dpo.py)
+        from worker.training.dpo import run_dpo
+
+        return run_dpo(spec, paths, reporter, device, options)
     device = config.resolve_device(device)
     _check_inputs(paths)
     tokenizer = _load_tokenizer(paths.base_model)
@@ -113,6 +118,9 @@ def _run(
         options=options,
     )
     callback = ReporterCallback(reporter)
+    peft_config: Any = config.lora_config(spec)
+    if paths.init_adapter is not None:  # continued training: the parent's adapter, not a fresh one
+        model, peft_config = continue_adapter(model, paths.init_adapter, reporter), None  # type: ignore[assignment]
     try:
         trainer = SFTTrainer(
             model=model,
@@ -120,7 +128,7 @@ def _run(
             train_dataset=train.dataset,
             eval_dataset=valid.dataset if valid else None,
             processing_class=tokenizer,
-            peft_config=config.lora_config(spec),
+            peft_config=peft_config,
             callbacks=[callback],
         )
     except ValueError as exc:
@@ -172,6 +180,7 @@ def _run(
         "trained_tokens": callback.tokens,
         "final_metrics": callback.last.model_dump(mode="json") if callback.last else None,
         "versions": library_versions(),
+        **lineage_manifest(spec, paths.base_model.name),
     }
     adapter_dir = paths.output_dir / "adapter"
     reporter.event("Saving adapter")
@@ -182,18 +191,27 @@ def _run(
         # Free the training model (nothing else holds it now) before loading the 16-bit base.
         del trainer, model, peft_model
         _free_memory()
-        need = merge_need_bytes(paths.base_model, adapter_dir)
-        free = torch.cuda.mem_get_info(torch.device(device))[0] if device.startswith("cuda") else None
-        merge_on = merge_device(device, need, free)
-        reporter.event(
-            f"Merging adapter into 16-bit base on {merge_on}"
-            + (f" ({free / 2**30:.1f} GiB free on {device}, {need / 2**30:.1f} GiB needed)" if free else ""),
-            {"merge_device": merge_on, "merge_need_bytes": need, "free_bytes": free},
-        )
-        with _stage("merging the adapter"):
-            merged_dir = merge_adapter(paths.base_model, adapter_dir, paths.output_dir / "merged", merge_on)
+        merged_dir = merge_with_fallback(paths, adapter_dir, device, reporter)
         reporter.event("Saved merged model")
     return TrainingResult(adapter_dir, merged_dir, steps, callback.tokens, callback.last, tuning.as_dict())
+
+
+def merge_with_fallback(paths: TrainingPaths, adapter_dir: Path, device: str, reporter: Reporter) -> Path:
+    """Merge the saved adapter into the 16-bit base on `device`, or on the CPU when its free memory is too small."""
+    import torch
+
+    from worker.training.outputs import merge_adapter, merge_device, merge_need_bytes
+
+    need = merge_need_bytes(paths.base_model, adapter_dir)
+    free = torch.cuda.mem_get_info(torch.device(device))[0] if device.startswith("cuda") else None
+    merge_on = merge_device(device, need, free)
+    reporter.event(
+        f"Merging adapter into 16-bit base on {merge_on}"
+        + (f" ({free / 2**30:.1f} GiB free on {device}, {need / 2**30:.1f} GiB needed)" if free else ""),
+        {"merge_device": merge_on, "merge_need_bytes": need, "free_bytes": free},
+    )
+    with _stage("merging the adapter"):
+        return merge_adapter(paths.base_model, adapter_dir, paths.output_dir / "merged", merge_on)
 
 
 def _optimizer_name(args: Any) -> str:
