@@ -20,10 +20,9 @@ from core.schemas.method import DpoSpec
 from core.schemas.spec import JobSpec
 from worker.training import config
 from worker.training.callbacks import ReporterCallback
-from worker.training.errors import TrainingCancelled, TrainingError, TrainingPaused
 from worker.training.interfaces import Reporter, TrainingOptions, TrainingPaths, TrainingResult
-from worker.training.lineage import continue_adapter, lineage_manifest
-from worker.training.outputs import library_versions, save_adapter
+from worker.training.lineage import continue_adapter
+from worker.training.outputs import save_adapter
 from worker.training.pairs import load_pairs
 from worker.training.recipe import (
     _adapter_to_float32,
@@ -32,9 +31,10 @@ from worker.training.recipe import (
     _keep_4bit_layout_trainable,
     _load_model,
     _load_tokenizer,
-    _optimizer_name,
     _stage,
+    check_finished,
     merge_with_fallback,
+    run_manifest,
 )
 
 _REFERENCE = "ref"  # the adapter name DPOTrainer gives its frozen copy of a pretrained adapter
@@ -96,36 +96,12 @@ def run_dpo(
     with _stage("training"):
         trainer.train(resume_from_checkpoint=str(paths.resume_from) if paths.resume_from else None)
     steps = trainer.state.global_step
-    if callback.paused:
-        reporter.event(f"Training paused at step {steps}")
-        raise TrainingPaused(steps)
-    if callback.cancelled:
-        reporter.event(f"Training cancelled at step {steps}")
-        raise TrainingCancelled(steps)
-    if callback.diverged_at is not None:
-        raise TrainingError(
-            "diverged",
-            f"Training diverged at step {callback.diverged_at} (loss or gradient norm became NaN/inf); "
-            "lower the learning rate or beta.",
-            step=callback.diverged_at,
-        )
-    reporter.event(f"Training finished: {steps} steps, {callback.tokens} tokens")
+    check_finished(callback, steps, reporter, "lower the learning rate or beta")
     if _REFERENCE in peft_model.peft_config:  # the frozen reference is not part of the result
         peft_model.delete_adapter(_REFERENCE)
-    manifest = {
-        "spec": spec.model_dump(mode="json"),
-        "method": "dpo",
-        "base_model": paths.base_model.name,
-        "dataset_format": "preference",
-        "quantization": mode,
-        "device": device,
-        "optimizer": _optimizer_name(args),
-        "steps": steps,
-        "trained_tokens": callback.tokens,
-        "final_metrics": callback.last.model_dump(mode="json") if callback.last else None,
-        "versions": library_versions(),
-        **lineage_manifest(spec, paths.base_model.name),
-    }
+    manifest = {"method": "dpo"} | run_manifest(
+        spec, paths, callback, args, dataset_format="preference", quantization=mode, device=device, steps=steps
+    )
     adapter_dir = paths.output_dir / "adapter"
     reporter.event("Saving adapter")
     save_adapter(peft_model, tokenizer, adapter_dir, manifest, base_model_name=paths.base_model.name)

@@ -62,8 +62,8 @@ def _run(
 
     from worker.training import config, throughput
     from worker.training.callbacks import ReporterCallback
-    from worker.training.lineage import continue_adapter, lineage_manifest
-    from worker.training.outputs import library_versions, save_adapter
+    from worker.training.lineage import continue_adapter
+    from worker.training.outputs import save_adapter
 
     if spec.method == "dpo":  # preference pairs: DPOTrainer on the same adapter (worker/training/dpo.py)
         from worker.training.dpo import run_dpo
@@ -152,36 +152,11 @@ def _run(
         trainer.train(resume_from_checkpoint=str(paths.resume_from) if paths.resume_from else None)
     throughput.release_backoff(tuning)  # it held the trainer, and so the model, optimizer and accelerator
     steps = trainer.state.global_step
-    if callback.paused:
-        reporter.event(f"Training paused at step {steps}")
-        raise TrainingPaused(steps)
-    if callback.cancelled:
-        reporter.event(f"Training cancelled at step {steps}")
-        raise TrainingCancelled(steps)
-    if callback.diverged_at is not None:
-        raise TrainingError(
-            "diverged",
-            f"Training diverged at step {callback.diverged_at} (loss or gradient norm became NaN/inf); "
-            "lower the learning rate or raise warmup_ratio.",
-            step=callback.diverged_at,
-        )
-    reporter.event(f"Training finished: {steps} steps, {callback.tokens} tokens")
+    check_finished(callback, steps, reporter, "lower the learning rate or raise warmup_ratio")
 
-    manifest = {
-        "spec": spec.model_dump(mode="json"),
-        "base_model": paths.base_model.name,
-        "dataset_format": train.format.value,
-        "quantization": mode,
-        "device": device,
-        "optimizer": _optimizer_name(args),
-        "bf16": bool(args.bf16),
-        "batching": tuning.as_dict(),
-        "steps": steps,
-        "trained_tokens": callback.tokens,
-        "final_metrics": callback.last.model_dump(mode="json") if callback.last else None,
-        "versions": library_versions(),
-        **lineage_manifest(spec, paths.base_model.name),
-    }
+    manifest = run_manifest(
+        spec, paths, callback, args, dataset_format=train.format.value, quantization=mode, device=device, steps=steps
+    ) | {"bf16": bool(args.bf16), "batching": tuning.as_dict()}
     adapter_dir = paths.output_dir / "adapter"
     reporter.event("Saving adapter")
     save_adapter(peft_model, tokenizer, adapter_dir, manifest, base_model_name=paths.base_model.name)
@@ -194,6 +169,47 @@ def _run(
         merged_dir = merge_with_fallback(paths, adapter_dir, device, reporter)
         reporter.event("Saved merged model")
     return TrainingResult(adapter_dir, merged_dir, steps, callback.tokens, callback.last, tuning.as_dict())
+
+
+def check_finished(callback: Any, steps: int, reporter: Reporter, divergence_hint: str) -> None:
+    """Raise what stopped training early (pause, cancel, divergence); else report that it finished."""
+    if callback.paused:
+        reporter.event(f"Training paused at step {steps}")
+        raise TrainingPaused(steps)
+    if callback.cancelled:
+        reporter.event(f"Training cancelled at step {steps}")
+        raise TrainingCancelled(steps)
+    if callback.diverged_at is not None:
+        raise TrainingError(
+            "diverged",
+            f"Training diverged at step {callback.diverged_at} (loss or gradient norm became NaN/inf); "
+            f"{divergence_hint}.",
+            step=callback.diverged_at,
+        )
+    reporter.event(f"Training finished: {steps} steps, {callback.tokens} tokens")
+
+
+def run_manifest(
+    spec: JobSpec, paths: TrainingPaths, callback: Any, args: Any, *, dataset_format: str, quantization: str,
+    device: str, steps: int,
+) -> dict[str, Any]:  # fmt: skip
+    """What the adapter's manifest records of any recipe's run: spec, inputs, precision, outcome, lineage."""
+    from worker.training.lineage import lineage_manifest
+    from worker.training.outputs import library_versions
+
+    return {
+        "spec": spec.model_dump(mode="json"),
+        "base_model": paths.base_model.name,
+        "dataset_format": dataset_format,
+        "quantization": quantization,
+        "device": device,
+        "optimizer": _optimizer_name(args),
+        "steps": steps,
+        "trained_tokens": callback.tokens,
+        "final_metrics": callback.last.model_dump(mode="json") if callback.last else None,
+        "versions": library_versions(),
+        **lineage_manifest(spec, paths.base_model.name),
+    }
 
 
 def merge_with_fallback(paths: TrainingPaths, adapter_dir: Path, device: str, reporter: Reporter) -> Path:
