@@ -8,6 +8,8 @@ from api.schemas import (
     ApiKeyPublic,
     ArtifactPublic,
     CheckpointPublic,
+    DpoHyperparameters,
+    DpoMethod,
     EventPublic,
     FileObject,
     JobError,
@@ -58,6 +60,15 @@ def file_object(f: DatasetFile) -> FileObject:
     )
 
 
+def _method(spec: JobSpec) -> Method:
+    """OpenAI's `method` echo: the resolved hyperparameters under the job's method type."""
+    hyper = spec.hyperparameters.model_dump()
+    if spec.method == "dpo" and spec.dpo is not None:
+        dpo = DpoMethod(hyperparameters=DpoHyperparameters(**hyper, beta=spec.dpo.beta))
+        return Method(type="dpo", dpo=dpo)
+    return Method(supervised=SupervisedMethod(hyperparameters=Hyperparameters(**hyper)))
+
+
 def job_object(job: TrainingJob) -> JobPublic:
     spec = JobSpec.model_validate(job.spec)
     hyper = spec.hyperparameters
@@ -71,7 +82,7 @@ def job_object(job: TrainingJob) -> JobPublic:
         fine_tuned_model=job.fine_tuned_model,
         finished_at=ts(job.finished_at),
         hyperparameters=hyper,
-        method=Method(supervised=SupervisedMethod(hyperparameters=Hyperparameters(**hyper.model_dump()))),
+        method=_method(spec),
         model=job.model,
         organization_id=job.team_id,
         seed=job.seed,
@@ -92,6 +103,9 @@ def job_object(job: TrainingJob) -> JobPublic:
         minimum_gpu_memory_gb=_gb(job.memory_estimate_bytes),
         planned_peak_gpu_memory_gb=_gb(job.planned_peak_bytes),
         warnings=[JobWarningPublic(**w) for w in job.warnings or []],
+        dpo=spec.dpo,
+        parent_model=spec.parent.model if spec.parent else None,
+        lineage=spec.parent.chain if spec.parent else None,
         progress=Progress(
             step=job.step,
             total_steps=job.total_steps,

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from api.limits import check_metadata
 from core.enums import ErrorSide
+from core.schemas.method import DpoOptions, DpoSpec, MethodType
 from core.schemas.metrics import StepMetrics
 from core.schemas.spec import (
     DEFAULT_ARTIFACTS,
@@ -64,10 +65,30 @@ class SupervisedMethod(BaseModel):
     hyperparameters: Hyperparameters = Hyperparameters()
 
 
+class DpoHyperparameters(Hyperparameters):
+    """OpenAI's DPO hyperparameters: the supervised ones plus beta ("auto": 0.1)."""
+
+    beta: Literal["auto"] | Annotated[float, Field(gt=0, le=100)] = "auto"
+
+
+class DpoMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hyperparameters: DpoHyperparameters = DpoHyperparameters()
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: Literal["supervised"] = "supervised"
-    supervised: SupervisedMethod | None = None
+    type: MethodType = "supervised"
+    # Only the job's own method is echoed, as OpenAI does (its schema has no null method objects).
+    supervised: SupervisedMethod | None = Field(default=None, exclude_if=lambda v: v is None)
+    dpo: DpoMethod | None = Field(default=None, exclude_if=lambda v: v is None)
+
+    @model_validator(mode="after")
+    def _matches_type(self) -> Method:
+        other = "dpo" if self.type == "supervised" else "supervised"
+        if getattr(self, other) is not None:
+            raise ValueError(f"method.{other} is set but method.type is {self.type!r}")
+        return self
 
 
 class JobCreate(BaseModel):
@@ -92,6 +113,7 @@ class JobCreate(BaseModel):
     artifacts: list[ArtifactName] = Field(default_factory=lambda: list(DEFAULT_ARTIFACTS), min_length=1)
     priority: int = Field(default=0, ge=-100, le=100)
     resources: ResourceSpec | None = None
+    dpo: DpoOptions | None = Field(default=None, description="DPO jobs: TRL's loss variant (loss_type, rpo_alpha).")
 
     @model_validator(mode="before")
     @classmethod
@@ -105,7 +127,13 @@ class JobCreate(BaseModel):
         """`method.supervised.hyperparameters` wins over the legacy top-level field, as in OpenAI's API."""
         if self.method and self.method.supervised:
             return self.method.supervised.hyperparameters
+        if self.method and self.method.dpo:
+            return Hyperparameters(**self.method.dpo.hyperparameters.model_dump(exclude={"beta"}))
         return self.hyperparameters or Hyperparameters()
+
+    @property
+    def method_type(self) -> MethodType:
+        return self.method.type if self.method else "supervised"
 
 
 class JobError(BaseModel):
@@ -172,6 +200,9 @@ class JobPublic(BaseModel):
     warnings: list[JobWarningPublic] = Field(
         default_factory=list, description="Pre-flight and training advice (README: Warnings)."
     )
+    dpo: DpoSpec | None = Field(default=None, description="DPO jobs: beta and TRL's loss variant, resolved.")
+    parent_model: str | None = Field(default=None, description="The fine-tune or checkpoint this job continues.")
+    lineage: list[str] | None = Field(default=None, description="From the parent back to the base model.")
 
 
 class LossPublic(BaseModel):
@@ -263,7 +294,12 @@ class ModelObject(BaseModel):
     created: int
     owned_by: str
     description: str | None = None
-    parent: str | None = Field(default=None, description="Fine-tunes: the base model they were trained from.")
+    parent: str | None = Field(
+        default=None, description="Fine-tunes: the model they were trained from (a base model or another fine-tune)."
+    )
+    lineage: list[str] | None = Field(
+        default=None, description="Fine-tunes: the chain of models they descend from, parent first, base last."
+    )
     artifacts: list[ArtifactPublic] | None = Field(
         default=None, description="Retrieving a fine-tune or checkpoint: its downloadable archives."
     )

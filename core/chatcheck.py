@@ -57,7 +57,7 @@ def check_chat(record: dict[str, Any]) -> None:
     call_ids: set[str] = set()
     for i, message in enumerate(messages):
         try:
-            _check_message(message, teaches, call_ids, parallel)
+            check_message(message, teaches, call_ids, parallel)
         except BadRecord as bad:  # the "messages[i]" prefix is built for errors only, not for every message
             raise BadRecord(f"messages[{i}]{bad}") from None
     if not teaches:
@@ -66,7 +66,8 @@ def check_chat(record: dict[str, Any]) -> None:
         raise BadRecord("every assistant turn is empty or has weight 0: nothing to learn from")
 
 
-def _check_message(message: object, teaches: list[bool], call_ids: set[str], parallel: bool) -> None:
+def check_message(message: object, teaches: list[bool], call_ids: set[str], parallel: bool) -> None:
+    """One chat message: its role's keys, content, tool calls (ids added to `call_ids`) and weight."""
     if not isinstance(message, dict):
         raise BadRecord(f" must be an object, got {json_type(message)}")
     role = message.get("role")
@@ -83,7 +84,7 @@ def _check_message(message: object, teaches: list[bool], call_ids: set[str], par
     elif "content" not in message:
         raise BadRecord(" has no content")
     else:
-        content = _content_text(message["content"])
+        content = content_text(message["content"])
     if not isinstance(message.get("name", ""), str):
         raise BadRecord(": name must be a string")
     if role == "function" and not message.get("name"):
@@ -165,7 +166,8 @@ def _check_function(function: object, where: str, *, call: bool) -> None:
         raise BadRecord(f"{where}.parameters must be a JSON schema object")
 
 
-def _content_text(content: object) -> str:
+def content_text(content: object) -> str:
+    """A message's content as trained: the string, or its text parts joined."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):

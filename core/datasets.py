@@ -12,6 +12,7 @@ from typing import Any
 from core.chatcheck import CHAT_RECORD_KEYS, BadRecord, check_chat, check_keys, json_type
 from core.enums import DatasetFormat
 from core.errors import InvalidFile, PayloadTooLarge
+from core.preference import check_preference
 
 MAX_DEPTH = 64
 _BOM = b"\xef\xbb\xbf"
@@ -22,12 +23,15 @@ _RECORD_KEYS = {
 }
 # A \u escape of a UTF-16 surrogate: only a line holding one can decode to a lone surrogate, which is not text.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_PREFERENCE_KEYS = frozenset({"preferred_output", "non_preferred_output", "chosen", "rejected"})
 # A whole string literal or one bracket: skipping strings keeps the brackets inside them from counting.
 _STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
 def detect_format(record: dict[str, Any]) -> DatasetFormat | None:
     """The format a record's keys announce, or None when they match no format."""
+    if not _PREFERENCE_KEYS.isdisjoint(record):
+        return DatasetFormat.PREFERENCE
     if "messages" in record:
         return DatasetFormat.CHAT
     if "prompt" in record and "completion" in record:
@@ -141,12 +145,18 @@ class JsonlValidator:
             record = _parse(raw, offset)
             fmt = detect_format(record)
             if fmt is None:
-                raise BadRecord("expected one of {messages}, {prompt, completion} or {text}")
+                raise BadRecord(
+                    "expected one of {messages}, {prompt, completion}, {text}, "
+                    "{input, preferred_output, non_preferred_output} or {prompt, chosen, rejected}"
+                )
             if self._format is None:
                 self._format, self._format_line = fmt, self._line_no
             elif fmt is not self._format:
                 first = f"the file's first record (line {self._format_line}) is {self._format}"
                 raise BadRecord(f"line is {fmt} but {first}; a file must use one format")
+            if fmt is DatasetFormat.PREFERENCE:  # two shapes: core/preference.py checks the keys itself
+                check_preference(record)
+                return
             if not record.keys() <= _RECORD_KEYS[fmt]:
                 check_keys(record.keys(), _RECORD_KEYS[fmt], "")
             if fmt is DatasetFormat.CHAT:
@@ -170,9 +180,7 @@ class JsonlValidator:
             self._problems.append(LineProblem(line or self._line_no, reason))
 
 
-def validate_jsonl_file(
-    path: Path, *, max_bytes: int, max_line_bytes: int, max_problems: int = 10
-) -> DatasetReport:
+def validate_jsonl_file(path: Path, *, max_bytes: int, max_line_bytes: int, max_problems: int = 10) -> DatasetReport:
     """Validates a JSONL file on disk, reading it in 1 MiB chunks."""
     validator = JsonlValidator(max_bytes=max_bytes, max_line_bytes=max_line_bytes, max_problems=max_problems)
     with path.open("rb") as file:

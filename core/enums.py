@@ -28,6 +28,7 @@ class DatasetFormat(StrEnum):
     CHAT = "chat"  # {"messages": [...]}: loss on assistant turns
     PROMPT_COMPLETION = "prompt_completion"  # {"prompt", "completion"}: loss on the completion
     TEXT = "text"  # {"text"}: loss on everything
+    PREFERENCE = "preference"  # {input, preferred_output, non_preferred_output} or {prompt, chosen, rejected}: DPO
 
 
 class ArtifactKind(StrEnum):

@@ -165,6 +165,15 @@ class JobMetric(Base):
     tokens_per_s: Mapped[float | None] = mapped_column(Float)
     valid_loss: Mapped[float | None] = mapped_column(Float)
     mean_token_accuracy: Mapped[float | None] = mapped_column(Float)
+    # DPO's implicit rewards (beta · log-ratio policy/reference) of the chosen and rejected answers
+    rewards_chosen: Mapped[float | None] = mapped_column(Float)
+    rewards_rejected: Mapped[float | None] = mapped_column(Float)
+    rewards_margins: Mapped[float | None] = mapped_column(Float)
+    rewards_accuracies: Mapped[float | None] = mapped_column(Float)
+    valid_rewards_chosen: Mapped[float | None] = mapped_column(Float)
+    valid_rewards_rejected: Mapped[float | None] = mapped_column(Float)
+    valid_rewards_margins: Mapped[float | None] = mapped_column(Float)
+    valid_rewards_accuracies: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = _now()
 
 

@@ -20,6 +20,7 @@ from core.enums import DatasetFormat
 from worker.chat_template import ChatTemplate
 
 MAX_PROBLEMS = 10
+_OPENAI_SIDES = ("preferred_output", "non_preferred_output")
 SHOWN_IN_MESSAGE = 3
 
 
@@ -43,7 +44,7 @@ class FileCheck:
 
 
 def check_lines(lines: Iterable[bytes], template: ChatTemplate | None, model: str) -> FileCheck:
-    """Render every chat line of a JSONL file (other formats need no template); the lines at fault."""
+    """Render every chat line and conversational preference pair of a JSONL file; the lines at fault."""
     result = FileCheck()
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -53,14 +54,31 @@ def check_lines(lines: Iterable[bytes], template: ChatTemplate | None, model: st
         except ValueError:
             result.add(number, "not valid JSON")  # refused at upload; only files stored before that check
             continue
-        if not isinstance(record, dict) or detect_format(record) is not DatasetFormat.CHAT:
+        chats = _chats(record) if isinstance(record, dict) else []
+        if not chats:
             continue
         if template is None:
             result.add(number, f"{model} has no chat template; use prompt/completion or text examples")
             return result  # the same for every line
-        if (reason := _chat_problem(record, template, model)) is not None:
+        if (reason := next(filter(None, (_chat_problem(c, template, model) for c in chats)), None)) is not None:
             result.add(number, reason)
     return result
+
+
+def _chats(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The conversations a line makes the template render: a chat line, or each side of a conversational pair."""
+    fmt = detect_format(record)
+    if fmt is DatasetFormat.CHAT:
+        return [record]
+    if fmt is not DatasetFormat.PREFERENCE:
+        return []
+    if "input" in record:  # OpenAI's pair: the input conversation, then each side's reply (as DPOTrainer renders)
+        source = record["input"]
+        extra = {"tools": source["tools"]} if source.get("tools") else {}
+        return [{"messages": source["messages"] + record[side], **extra} for side in _OPENAI_SIDES]
+    if isinstance(record.get("prompt"), list):  # TRL's conversational pair; a string prompt needs no template
+        return [{"messages": record["prompt"] + record[side]} for side in ("chosen", "rejected")]
+    return []
 
 
 def check_file(path: Path, template: ChatTemplate | None, model: str) -> FileCheck:

@@ -48,12 +48,18 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
                 "model_not_found", f"model {model_name!r} is no longer in the registry", ErrorSide.USER, "model"
             )
         assert train is not None
+        parent = retry_db(lambda: _parent_archive(spec), f"read the parent of job {job_id}") if spec.parent else None
+        if spec.parent and parent is None:
+            return JobOutcome.failed(
+                "parent_not_found", f"the archive of {spec.parent.model} is gone", ErrorSide.USER, "model"
+            )
         paths = TrainingPaths(
             base_model=Path(model.source),
             train_file=fetch(store, train.storage_key, workdir / "train.jsonl"),
             valid_file=fetch(store, valid.storage_key, workdir / "valid.jsonl") if valid else None,
             output_dir=workdir / "out",
             resume_from=_resume_point(store, checkpoints[-1], workdir, reporter) if checkpoints else None,
+            init_adapter=fetch_dir(store, parent.storage_key, workdir / "parent") if parent else None,
         )
         if not checkpoints:  # lost before its first checkpoint: every step trains again
             _forget_steps_after(job_id, 0)
@@ -104,6 +110,13 @@ def _resume_point(store: ObjectStore, checkpoint: Artifact, workdir: Path, repor
         {"step": checkpoint.step, "artifact_id": checkpoint.id},
     )
     return dest
+
+
+def _parent_archive(spec: JobSpec) -> Artifact | None:
+    """The stored archive (adapter or checkpoint) of the model the job continues."""
+    assert spec.parent is not None
+    with unit_of_work() as session:
+        return artifacts.get_artifact_by_id(session, spec.parent.artifact_id)
 
 
 def _load(job_id: str) -> tuple[TrainingJob, DatasetFile | None, DatasetFile | None, list[Artifact]]:

@@ -22,7 +22,12 @@ from db.repositories import artifacts, events, metrics
 
 PAGE_SIZE = 20
 EVENTS_SHOWN = 100
-CHART_FIELDS = ("step", "total_steps", "train_loss", "valid_loss", "grad_norm", "learning_rate")
+CHART_FIELDS = ("step", "total_steps", "train_loss", "valid_loss", "grad_norm", "learning_rate") + (
+    "rewards_margins",  # DPO jobs chart the reward margin and accuracy (null for supervised jobs)
+    "rewards_accuracies",
+    "valid_rewards_margins",
+    "valid_rewards_accuracies",
+)
 STATUSES = [s.value for s in JobStatus]
 # The status filter walks the team's jobs newest first; this bounds the walk for one page.
 _FILTER_SCAN_LIMIT = 5000

@@ -7,15 +7,16 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session
 
 from api.schemas import JobCreate
-from api.services import placement
+from api.services import lineage, placement
 from api.services import quotas as quota_service
 from core.advice import JobWarning, resolve_auto, spec_warnings
-from core.enums import JobStatus
+from core.enums import DatasetFormat, JobStatus
 from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
 from core.logging import request_id as log_context_request_id
 from core.registry import load_registry
-from core.schemas.spec import DEFAULT_SEED, EarlyStopping, JobSpec, TrainingSpec
+from core.schemas.method import DEFAULT_BETA, DpoSpec, ParentAdapter
+from core.schemas.spec import DEFAULT_SEED, EarlyStopping, JobSpec, LoraSpec, TrainingSpec
 from core.settings import Settings
 from db import lifecycle
 from db.models import Team, TrainingJob
@@ -25,8 +26,7 @@ from db.repositories import files as files_repo
 
 def create_job(session: Session, settings: Settings, team: Team, body: JobCreate) -> TrainingJob:
     """Check the model and files, resolve "auto" values, store the job as `validating_files`."""
-    if body.model not in load_registry(settings.resolved_model_registry):
-        raise NotFound(f"model {body.model!r} does not exist; GET /v1/models lists the base models", param="model")
+    base, parent, lora = _base_and_parent(session, settings, team, body)
     train = files_repo.get_file(session, team.id, body.training_file)
     if train is None:
         raise InvalidRequest(f"training_file {body.training_file!r} does not exist", param="training_file")
@@ -48,16 +48,20 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
                 f"validation_file is {valid.format} but training_file is {train.format}",
                 param="validation_file",
             )
+    _check_method_data(body, train.format)
     seed = DEFAULT_SEED if body.seed is None else body.seed
     asked = body.effective_hyperparameters()
     hyperparameters, notes = resolve_auto(asked, train.line_count)
     spec = JobSpec(
         hyperparameters=hyperparameters,
-        lora=body.lora,
+        lora=lora,
         quantization=body.quantization,
         training=_with_early_stopping(body, auto_epochs=asked.n_epochs == "auto"),
         artifacts=body.artifacts,
         seed=seed,
+        method=body.method_type,
+        dpo=_dpo_spec(body),
+        parent=parent,
     )
     advice = notes + spec_warnings(spec, train.line_count, valid.line_count if valid else None)
     if spec.training.early_stopping is not None and body.training.early_stopping is None:
@@ -70,7 +74,7 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
             )
         )
     quota_service.check_can_queue(session, team)
-    estimate = placement.estimate_job_memory(settings, body.model, spec)
+    estimate = placement.estimate_job_memory(settings, base, spec)
     placement.check_fits_pool(session, settings, body.resources, estimate)
     job = lifecycle.submit(
         session,
@@ -79,7 +83,7 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
             resources=body.resources.model_dump(exclude_none=True) if body.resources else None,
             memory_estimate_bytes=estimate,
             team_id=team.id,
-            model=body.model,
+            model=base,  # a continued job trains on its parent's base; the parent is in spec.parent
             training_file_id=train.id,
             validation_file_id=body.validation_file,
             spec=spec.model_dump(mode="json"),
@@ -114,6 +118,38 @@ def _with_early_stopping(body: JobCreate, *, auto_epochs: bool) -> TrainingSpec:
     if training.early_stopping is None and auto_epochs and body.validation_file:
         return training.model_copy(update={"early_stopping": EarlyStopping()})
     return training
+
+
+def _base_and_parent(
+    session: Session, settings: Settings, team: Team, body: JobCreate
+) -> tuple[str, ParentAdapter | None, LoraSpec]:
+    """A registry model trains a new adapter; a fine-tune or checkpoint (`ft:…`) is continued on its base."""
+    if body.model in load_registry(settings.resolved_model_registry):
+        return body.model, None, body.lora
+    if not body.model.startswith("ft:"):
+        raise NotFound(f"model {body.model!r} does not exist; GET /v1/models lists the base models", param="model")
+    return lineage.resolve_parent(session, team, body.model, body.lora)
+
+
+def _check_method_data(body: JobCreate, fmt: str) -> None:
+    """DPO trains on preference pairs and only on them; supervised methods never on them."""
+    dpo = body.method_type == "dpo"
+    if dpo != (fmt == DatasetFormat.PREFERENCE.value):
+        want = "a preference file" if dpo else "a chat, prompt_completion or text file"
+        raise InvalidRequest(
+            f"training_file is a {fmt} file but method.type {body.method_type!r} needs {want}", param="training_file"
+        )
+    if body.dpo is not None and not dpo:
+        raise InvalidRequest("dpo options are set but method.type is 'supervised'", param="dpo")
+
+
+def _dpo_spec(body: JobCreate) -> DpoSpec | None:
+    """Beta ("auto": 0.1) and the loss variant of a DPO job."""
+    if body.method_type != "dpo":
+        return None
+    beta = body.method.dpo.hyperparameters.beta if body.method and body.method.dpo else "auto"
+    options = body.dpo.model_dump() if body.dpo else {}
+    return DpoSpec(beta=DEFAULT_BETA if beta == "auto" else beta, **options)
 
 
 def get_job(session: Session, team: Team, job_id: str) -> TrainingJob:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import func
 from sqlalchemy.orm import Session
 
 from api import presenters
 from api.schemas import ModelObject
-from api.services import sharing
+from api.services import lineage, sharing
 from core.errors import Forbidden, InvalidRequest, NotFound
 from core.registry import load_registry
+from core.schemas.spec import JobSpec
 from core.settings import Settings
 from db.models import Team, TrainingJob
 from db.repositories import artifacts, jobs, permissions
@@ -19,6 +22,14 @@ def _created(job: TrainingJob) -> int:
     return int((job.finished_at or job.created_at).timestamp())
 
 
+def _parentage(job: TrainingJob) -> dict[str, Any]:
+    """`parent` (the model it was trained from) and `lineage` (back to the base) of a fine-tune."""
+    parent = JobSpec.model_validate(job.spec).parent
+    if parent is None:
+        return {"parent": job.model, "lineage": [job.model]}
+    return {"parent": parent.model, "lineage": parent.chain}
+
+
 def list_models(session: Session, settings: Settings, team: Team) -> list[ModelObject]:
     registry = load_registry(settings.resolved_model_registry)
     mtime = int(settings.resolved_model_registry.stat().st_mtime) if registry else 0
@@ -26,12 +37,12 @@ def list_models(session: Session, settings: Settings, team: Team) -> list[ModelO
         ModelObject(id=m.name, created=mtime, owned_by="tunepool", description=m.description) for m in registry.values()
     ]
     tuned = [
-        ModelObject(id=j.fine_tuned_model, created=_created(j), owned_by=team.id, parent=j.model)
+        ModelObject(id=j.fine_tuned_model, created=_created(j), owned_by=team.id, **_parentage(j))
         for j in jobs.succeeded_jobs(session, team.id)
         if j.fine_tuned_model
     ]
     shared = [
-        ModelObject(id=name, created=_created(job), owned_by=job.team_id, parent=job.model)
+        ModelObject(id=name, created=_created(job), owned_by=job.team_id, **_parentage(job))
         for name, job, _ in sharing.shared_models(session, team)
     ]
     return base + tuned + shared
@@ -49,7 +60,7 @@ def get_model(session: Session, settings: Settings, team: Team, model_id: str) -
         id=model_id,
         created=created,
         owned_by=model.job.team_id,
-        parent=model.job.model,
+        **_parentage(model.job),
         artifacts=[presenters.artifact_object(a) for a in sharing.model_artifacts(session, model)],
     )
 
@@ -65,6 +76,7 @@ def delete_model(session: Session, settings: Settings, team: Team, model_id: str
         raise InvalidRequest("a checkpoint is deleted with its fine-tune: delete the fine-tuned model", param="model")
     if model.job.model_deleted_at is not None:
         raise NotFound(f"model {model_id!r} does not exist", param="model")
+    lineage.check_no_unfinished_children(session, model.job.id, model_id)
     keys = []
     for art in artifacts.list_artifacts(session, model.job.id):
         keys.append(art.storage_key)

@@ -21,3 +21,12 @@ class StepMetrics(BaseModel):
     tokens_per_s: float | None = None  # measured by the recipe over the last logging window
     valid_loss: float | None = None
     mean_token_accuracy: float | None = None
+    # DPO (TRL's rewards/chosen, rewards/rejected, rewards/margins, rewards/accuracies; valid_*: at evaluation).
+    rewards_chosen: float | None = None
+    rewards_rejected: float | None = None
+    rewards_margins: float | None = None
+    rewards_accuracies: float | None = None
+    valid_rewards_chosen: float | None = None
+    valid_rewards_rejected: float | None = None
+    valid_rewards_margins: float | None = None
+    valid_rewards_accuracies: float | None = None

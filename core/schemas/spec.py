@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.enums import QuantizationMode
+from core.schemas.method import DpoSpec, MethodType, ParentAdapter
 
 DEFAULT_LEARNING_RATE = 2e-4
 DEFAULT_EPOCHS = 3
@@ -152,6 +153,9 @@ class JobSpec(_Strict):
     training: TrainingSpec = TrainingSpec()
     artifacts: list[ArtifactName] = Field(default_factory=lambda: list(DEFAULT_ARTIFACTS))
     seed: int = Field(default=DEFAULT_SEED, ge=0, le=2**31 - 1)
+    method: MethodType = "supervised"
+    dpo: DpoSpec | None = None  # set when method is "dpo"
+    parent: ParentAdapter | None = None  # set when the job continues a fine-tune or checkpoint
 
     @property
     def learning_rate(self) -> float:

@@ -267,3 +267,12 @@ def waiting_jobs(session: Session, team_id: str | None = None, limit: int = 200)
         stmt = stmt.where(TrainingJob.team_id == team_id)
     stmt = stmt.order_by(TrainingJob.priority.desc(), TrainingJob.created_at, TrainingJob.id).limit(limit)
     return [(t, j) for t, j in session.execute(stmt)]
+
+
+def unfinished_children(session: Session, parent_job_id: str) -> list[str]:
+    """Ids of jobs continuing `parent_job_id`'s adapter that have not finished (they still need its archive)."""
+    live = [s.value for s in JobStatus if not s.is_terminal]
+    stmt = select(TrainingJob.id).where(
+        TrainingJob.spec["parent"]["job_id"].as_string() == parent_job_id, TrainingJob.status.in_(live)
+    )
+    return list(session.scalars(stmt))

@@ -69,7 +69,7 @@ def test_method_hyperparameters_and_extensions(api, train_file) -> None:  # type
         ({"quantization": {"mode": "int3"}}, "quantization.mode"),
         ({"artifacts": ["weights"]}, "artifacts.0"),
         ({"suffix": "has space"}, "suffix"),
-        ({"method": {"type": "dpo"}}, "method.type"),
+        ({"method": {"type": "reinforcement"}}, "method.type"),
         ({"temperature": 1}, "temperature"),
     ],
 )

@@ -23,6 +23,10 @@ CHAT = {
 }
 PROMPT = {"prompt": "2 + 2 =", "completion": " 4"}
 TEXT = {"text": "Once upon a time."}
+NO_FORMAT = (
+    "expected one of {messages}, {prompt, completion}, {text}, "
+    "{input, preferred_output, non_preferred_output} or {prompt, chosen, rejected}"
+)
 
 
 ASSISTANT = {"role": "assistant", "content": "a"}
@@ -67,9 +71,7 @@ def test_valid_file_reports_format_records_size_and_digest(record: object, fmt: 
 def test_chat_accepts_openai_variants() -> None:
     user_parts = [{"type": "text", "text": "two "}, {"type": "text", "text": "parts"}]
     data = jsonl(
-        chat(
-            {"role": "developer", "content": ""}, {"role": "assistant", "content": "héllo 👋", "name": "bot"}
-        ),
+        chat({"role": "developer", "content": ""}, {"role": "assistant", "content": "héllo 👋", "name": "bot"}),
         chat({"role": "assistant", "content": "draft", "weight": 0}, {"role": "assistant", "content": "b"}),
         chat(
             {"role": "user", "content": user_parts},
@@ -146,12 +148,12 @@ BAD_LINES = {
     "unknown keys": (
         TEXT,
         b'{"input": "a", "output": "b"}',
-        "expected one of {messages}, {prompt, completion} or {text}",
+        NO_FORMAT,
     ),
     "prompt alone": (
         PROMPT,
         b'{"prompt": "a"}',
-        "expected one of {messages}, {prompt, completion} or {text}",
+        NO_FORMAT,
     ),
     "other format": (
         CHAT,
@@ -310,9 +312,7 @@ def test_overlong_line_is_not_buffered() -> None:
     assert peak < 100_000  # not even the 1 MiB chunk: the caller holds that
     with pytest.raises(InvalidFile) as info:
         validator.finish()
-    assert info.value.report == [
-        {"line": 1, "reason": "line is 67108864 bytes, over the limit of 1000 bytes"}
-    ]
+    assert info.value.report == [{"line": 1, "reason": "line is 67108864 bytes, over the limit of 1000 bytes"}]
 
 
 @pytest.mark.parametrize(
@@ -324,9 +324,7 @@ def test_deep_nesting_is_rejected_without_crashing(deep: bytes) -> None:
 
 
 def test_nesting_limit_counts_real_brackets_only() -> None:
-    assert rejection(b"[" * 64 + b"]" * 64).report == [
-        {"line": 1, "reason": "expected a JSON object, got an array"}
-    ]
+    assert rejection(b"[" * 64 + b"]" * 64).report == [{"line": 1, "reason": "expected a JSON object, got an array"}]
     assert validate(jsonl({"text": "[{" * 1000})).lines == 1
 
 
@@ -342,9 +340,7 @@ def test_chunk_boundaries_do_not_change_the_result() -> None:
     valid = b"\xef\xbb\xbf" + jsonl(CHAT, {"messages": [{"role": "assistant", "content": "é 👋 ü"}]}).replace(
         b"\n", b"\r\n"
     )
-    invalid = (
-        valid + b"\n" + b'{"text": "\xf0\x9f"}\r\n' + b"y" * 300 + b"\r\n" + b"[" * 100 + b"\n" + b"{x\n"
-    )
+    invalid = valid + b"\n" + b'{"text": "\xf0\x9f"}\r\n' + b"y" * 300 + b"\r\n" + b"[" * 100 + b"\n" + b"{x\n"
     whole = validate(valid)
     expected = rejection(invalid, max_line_bytes=250)
     assert len(expected.report) == 5

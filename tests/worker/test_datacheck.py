@@ -118,3 +118,28 @@ def test_chat_lines_need_a_template_other_formats_do_not(tmp_path: Path) -> None
     assert [(p.line, p.reason) for p in check.problems] == [
         (1, "m has no chat template; use prompt/completion or text examples")
     ]
+
+
+def test_conversational_preference_pairs_are_rendered_string_prompts_need_no_template(tmp_path: Path) -> None:
+    strict = CHAT_TEMPLATE.replace(
+        "{% for message in messages %}",
+        "{% for message in messages %}{% if message['role'] == 'developer' %}"
+        "{{ raise_exception('developer messages are not supported') }}{% endif %}",
+    )
+    user = {"role": "user", "content": "Capital of France?"}
+    openai = {
+        "input": {"messages": [user]},
+        "preferred_output": [{"role": "assistant", "content": "Paris."}],
+        "non_preferred_output": [{"role": "assistant", "content": "Lyon."}],
+    }
+    developer = {**openai, "input": {"messages": [{"role": "developer", "content": "Be brief."}, user]}}
+    trl = {"prompt": [user], "chosen": openai["preferred_output"], "rejected": openai["non_preferred_output"]}
+    plain = {"prompt": "Capital of France?", "chosen": " Paris.", "rejected": " Lyon."}
+
+    check = check_lines(lines(openai, developer, trl, plain), ChatTemplate.load(model_dir(tmp_path, strict)), "m")
+
+    assert [(p.line, p.reason) for p in check.problems] == [
+        (2, "m's chat template cannot render this conversation (TemplateError: developer messages are not supported)"),
+    ]
+    assert check_lines(lines(plain, plain), None, "m").invalid == 0
+    assert check_lines(lines(trl), None, "m").problems[0].line == 1

@@ -11,6 +11,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from core.schemas.metrics import StepMetrics
 from worker.training.interfaces import Reporter
+from worker.training.rewards import reward_fields
 
 
 class ReporterCallback(TrainerCallback):
@@ -90,7 +91,12 @@ class ReporterCallback(TrainerCallback):
         elif "eval_loss" in logs:
             base = self._pending or self.last or StepMetrics(step=state.global_step, total_steps=state.max_steps)
             self._pending = None
-            self._emit(base.model_copy(update={"step": state.global_step, "valid_loss": logs["eval_loss"]}))
+            update = {
+                "step": state.global_step,
+                "valid_loss": logs["eval_loss"],
+                **reward_fields(logs, evaluation=True),
+            }
+            self._emit(base.model_copy(update=update))
             # Evaluation time is not training time: restart the throughput window after it.
             self._window_start = time.monotonic()
 
@@ -128,6 +134,7 @@ class ReporterCallback(TrainerCallback):
             tokens=tokens,
             tokens_per_s=tokens_per_s,
             mean_token_accuracy=logs.get("mean_token_accuracy"),
+            **reward_fields(logs),
         )
 
     def _emit(self, metrics: StepMetrics) -> None:

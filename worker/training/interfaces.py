@@ -23,6 +23,7 @@ class TrainingPaths:
     valid_file: Path | None
     output_dir: Path  # the recipe writes output_dir/adapter/ and (if asked) output_dir/merged/
     resume_from: Path | None = None  # a checkpoint-<step>/ dir: step, optimizer, scheduler, RNG and data continue
+    init_adapter: Path | None = None  # a parent fine-tune's or checkpoint's adapter dir: training continues it
 
 
 @dataclass(frozen=True)

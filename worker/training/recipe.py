@@ -74,9 +74,14 @@ def _run(
     from worker.training import config, evaluation, throughput
     from worker.training.callbacks import ReporterCallback
     from worker.training.diagnosis import DiagnosisCallback
-    from worker.training.outputs import library_versions, merge_adapter, merge_device, merge_need_bytes, save_adapter
+    from worker.training.lineage import continue_adapter
+    from worker.training.outputs import save_adapter
     from worker.training.preflight import report_data_warnings
 
+    if spec.method == "dpo":  # preference pairs: DPOTrainer on the same adapter (worker/training/dpo.py)
+        from worker.training.dpo import run_dpo
+
+        return run_dpo(spec, paths, reporter, device, options)
     device = config.resolve_device(device)
     _check_inputs(paths)
     tokenizer = _load_tokenizer(paths.base_model)
@@ -129,6 +134,9 @@ def _run(
     )
     callback = ReporterCallback(reporter)
     diagnosis = DiagnosisCallback(spec, reporter)  # overfitting, early instability, early stopping
+    peft_config: Any = config.lora_config(spec)
+    if paths.init_adapter is not None:  # continued training: the parent's adapter, not a fresh one
+        model, peft_config = continue_adapter(model, paths.init_adapter, reporter), None  # type: ignore[assignment]
     try:
         trainer = SFTTrainer(
             model=model,
@@ -136,7 +144,7 @@ def _run(
             train_dataset=train.dataset,
             eval_dataset=valid.dataset if valid else None,
             processing_class=tokenizer,
-            peft_config=config.lora_config(spec),
+            peft_config=peft_config,
             callbacks=[callback, diagnosis],
         )
     except ValueError as exc:
@@ -160,20 +168,7 @@ def _run(
         trainer.train(resume_from_checkpoint=str(paths.resume_from) if paths.resume_from else None)
     throughput.release_backoff(tuning)  # it held the trainer, and so the model, optimizer and accelerator
     steps = trainer.state.global_step
-    if callback.paused:
-        reporter.event(f"Training paused at step {steps}")
-        raise TrainingPaused(steps)
-    if callback.cancelled:
-        reporter.event(f"Training cancelled at step {steps}")
-        raise TrainingCancelled(steps)
-    if callback.diverged_at is not None:
-        raise TrainingError(
-            "diverged",
-            f"Training diverged at step {callback.diverged_at} (loss or gradient norm became NaN/inf); "
-            "lower the learning rate or raise warmup_ratio.",
-            step=callback.diverged_at,
-        )
-    reporter.event(f"Training finished: {steps} steps, {callback.tokens} tokens")
+    check_finished(callback, steps, reporter, "lower the learning rate or raise warmup_ratio")
     published_step = steps
     if spec.training.early_stopping is not None and (best := diagnosis.restore_best(peft_model)) is not None:
         published_step = best
@@ -192,21 +187,10 @@ def _run(
         {"base": report["base"], "fine_tune": report["fine_tune"]},
     )
 
-    manifest = {
-        "spec": spec.model_dump(mode="json"),
-        "base_model": paths.base_model.name,
-        "dataset_format": train.format.value,
-        "quantization": mode,
-        "device": device,
-        "optimizer": _optimizer_name(args),
-        "bf16": bool(args.bf16),
-        "batching": tuning.as_dict(),
-        "steps": steps,
-        "published_step": published_step,
-        "trained_tokens": callback.tokens,
-        "final_metrics": callback.last.model_dump(mode="json") if callback.last else None,
-        "versions": library_versions(),
-    }
+    manifest = run_manifest(
+        spec, paths, callback, args, dataset_format=train.format.value, quantization=mode, device=device, steps=steps,
+        published_step=published_step,
+    ) | {"bf16": bool(args.bf16), "batching": tuning.as_dict()}  # fmt: skip
     adapter_dir = paths.output_dir / "adapter"
     reporter.event("Saving adapter")
     save_adapter(peft_model, tokenizer, adapter_dir, manifest, base_model_name=paths.base_model.name)
@@ -216,16 +200,7 @@ def _run(
         # Free the training model (nothing else holds it now) before loading the 16-bit base.
         del trainer, model, peft_model
         _free_memory()
-        need = merge_need_bytes(paths.base_model, adapter_dir)
-        free = torch.cuda.mem_get_info(torch.device(device))[0] if device.startswith("cuda") else None
-        merge_on = merge_device(device, need, free)
-        reporter.event(
-            f"Merging adapter into 16-bit base on {merge_on}"
-            + (f" ({free / 2**30:.1f} GiB free on {device}, {need / 2**30:.1f} GiB needed)" if free else ""),
-            {"merge_device": merge_on, "merge_need_bytes": need, "free_bytes": free},
-        )
-        with _stage("merging the adapter"):
-            merged_dir = merge_adapter(paths.base_model, adapter_dir, paths.output_dir / "merged", merge_on)
+        merged_dir, merge_on = merge_with_fallback(paths, adapter_dir, device, reporter)
         if options.inject_broken_merge:
             evaluation.round_to_4bit(merged_dir)
         reporter.event("Saved merged model")
@@ -249,6 +224,69 @@ def _run(
     return TrainingResult(
         adapter_dir, merged_dir, steps, callback.tokens, callback.last, tuning.as_dict(), report, published_step
     )
+
+
+def check_finished(callback: Any, steps: int, reporter: Reporter, divergence_hint: str) -> None:
+    """Raise what stopped training early (pause, cancel, divergence); else report that it finished."""
+    if callback.paused:
+        reporter.event(f"Training paused at step {steps}")
+        raise TrainingPaused(steps)
+    if callback.cancelled:
+        reporter.event(f"Training cancelled at step {steps}")
+        raise TrainingCancelled(steps)
+    if callback.diverged_at is not None:
+        raise TrainingError(
+            "diverged",
+            f"Training diverged at step {callback.diverged_at} (loss or gradient norm became NaN/inf); "
+            f"{divergence_hint}.",
+            step=callback.diverged_at,
+        )
+    reporter.event(f"Training finished: {steps} steps, {callback.tokens} tokens")
+
+
+def run_manifest(
+    spec: JobSpec, paths: TrainingPaths, callback: Any, args: Any, *, dataset_format: str, quantization: str,
+    device: str, steps: int, published_step: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """What the adapter's manifest records of any recipe's run: spec, inputs, precision, outcome, lineage."""
+    from worker.training.lineage import lineage_manifest
+    from worker.training.outputs import library_versions
+
+    return {
+        "spec": spec.model_dump(mode="json"),
+        "base_model": paths.base_model.name,
+        "dataset_format": dataset_format,
+        "quantization": quantization,
+        "device": device,
+        "optimizer": _optimizer_name(args),
+        "steps": steps,
+        "published_step": published_step,
+        "trained_tokens": callback.tokens,
+        "final_metrics": callback.last.model_dump(mode="json") if callback.last else None,
+        "versions": library_versions(),
+        **lineage_manifest(spec, paths.base_model.name),
+    }
+
+
+def merge_with_fallback(
+    paths: TrainingPaths, adapter_dir: Path, device: str, reporter: Reporter
+) -> tuple[Path, str]:
+    """Merge the saved adapter into the 16-bit base on `device`, or on the CPU when its free memory is too small;
+    the merged directory and the device it was merged on."""
+    import torch
+
+    from worker.training.outputs import merge_adapter, merge_device, merge_need_bytes
+
+    need = merge_need_bytes(paths.base_model, adapter_dir)
+    free = torch.cuda.mem_get_info(torch.device(device))[0] if device.startswith("cuda") else None
+    merge_on = merge_device(device, need, free)
+    reporter.event(
+        f"Merging adapter into 16-bit base on {merge_on}"
+        + (f" ({free / 2**30:.1f} GiB free on {device}, {need / 2**30:.1f} GiB needed)" if free else ""),
+        {"merge_device": merge_on, "merge_need_bytes": need, "free_bytes": free},
+    )
+    with _stage("merging the adapter"):
+        return merge_adapter(paths.base_model, adapter_dir, paths.output_dir / "merged", merge_on), merge_on
 
 
 def _optimizer_name(args: Any) -> str:

@@ -9,6 +9,12 @@
     grad: new LineChart(document.getElementById("chart-grad"), [{ key: "grad_norm", cls: "c3" }]),
     lr: new LineChart(document.getElementById("chart-lr"), [{ key: "learning_rate", cls: "c4" }]),
   };
+  if (document.getElementById("chart-margin")) {  // DPO jobs: the implicit reward's margin and accuracy
+    charts.margin = new LineChart(document.getElementById("chart-margin"), [
+      { key: "rewards_margins", cls: "c1" }, { key: "valid_rewards_margins", cls: "c2" }]);
+    charts.accuracy = new LineChart(document.getElementById("chart-accuracy"), [
+      { key: "rewards_accuracies", cls: "c3" }, { key: "valid_rewards_accuracies", cls: "c4" }]);
+  }
   var lastSeq = data.last_seq, finished = data.terminal, pollTimer = null;
   var modeEl = document.getElementById("live-mode");
 

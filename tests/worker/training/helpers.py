@@ -8,6 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+from transformers import PreTrainedTokenizerBase
+
 from core.schemas.metrics import StepMetrics
 from core.schemas.spec import JobSpec
 
@@ -67,6 +70,22 @@ def chat_rows(n: int = 8) -> list[dict[str, Any]]:
         }
         for _ in range(n)
     ]
+
+
+def reply_logprob(model: Any, tokenizer: PreTrainedTokenizerBase, question: str, reply: str) -> float:
+    """Sum of the reply tokens' log-probabilities after the rendered prompt (what DPO compares)."""
+    prompt = str(tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                               add_generation_prompt=True))  # fmt: skip
+    full = str(tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}, {"role": "assistant", "content": reply}], tokenize=False
+    ))  # fmt: skip
+    ids = tokenizer(full, add_special_tokens=False, return_tensors="pt").input_ids
+    start = len(tokenizer(prompt, add_special_tokens=False).input_ids)
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), dim=-1)
+    targets = ids[0, 1:]
+    picked = logprobs[torch.arange(len(targets)), targets]
+    return float(picked[start - 1 :].sum())
 
 
 WORDS = [
