@@ -30,7 +30,9 @@ from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerF
 
 from core.schemas.metrics import StepMetrics  # noqa: E402
 from core.schemas.spec import JobSpec, ResolvedHyperparameters  # noqa: E402
+from core.settings import get_settings  # noqa: E402
 from worker.training import TrainingPaths, run_training  # noqa: E402
+from worker.training.interfaces import TrainingOptions  # noqa: E402
 
 # BASELINE.md, plain TRL on one H200: (tokens/s, peak allocated GiB)
 REFERENCE = {1: ("A", 4308.0, 6.53), 4: ("H", 7797.0, 9.40)}
@@ -121,7 +123,10 @@ def run(
         torch.cuda.reset_peak_memory_stats()
     rec = Recorder()
     t0 = time.time()
-    result = run_training(spec, TrainingPaths(model_dir, data, None, out), rec, device="cuda" if cuda else "cpu")
+    # The recipe reads no environment: the suite's TUNEPOOL_* switches (budget, OOM injection) reach it as a worker's.
+    options = TrainingOptions.from_settings(get_settings())
+    paths = TrainingPaths(model_dir, data, None, out)
+    result = run_training(spec, paths, rec, device="cuda" if cuda else "cpu", options=options)
     steady = [m.tokens_per_s for m in rec.steps[WARMUP_STEPS:] if m.tokens_per_s]
     plan = next((d for m, d, _ in rec.events if m.startswith("Batch plan") and d), {})
     r: dict[str, Any] = {
