@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.service import all_events, client_for, create_job, wait_status, wait_step
+from tests.support.service import all_events, client_for, create_job, wait_pause_saved, wait_status, wait_step
 
 
 @pytest.fixture
@@ -51,10 +51,10 @@ def test_paused_job_resumes_from_its_checkpoint_with_every_step_once(http) -> No
     job_id = create_job(http, max_steps=total)
     wait_step(http, job_id, 3)
 
-    assert http.post(f"/fine_tuning/jobs/{job_id}/pause").status_code == 200
-    paused = wait_status(http, job_id, {"paused", "succeeded", "failed"})
-    assert paused["status"] == "paused"
-    at = paused["progress"]["step"]
+    r = http.post(f"/fine_tuning/jobs/{job_id}/pause")
+    assert r.status_code == 200 and r.json()["status"] == "paused"  # at once, as OpenAI answers
+    at = wait_pause_saved(http, job_id)  # the worker saved the checkpoint and let go
+    assert http.get(f"/fine_tuning/jobs/{job_id}").json()["progress"]["step"] == at
     assert 3 <= at < total
     assert at in [c["step_number"] for c in http.get(f"/fine_tuning/jobs/{job_id}/checkpoints").json()["data"]]
     assert http.post(f"/fine_tuning/jobs/{job_id}/resume").json()["status"] == "queued"

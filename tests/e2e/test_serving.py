@@ -205,7 +205,7 @@ def test_third_adapter_unloads_the_least_recently_used(running_service, tuned, r
     assert backend.loaded() == [tuned.checkpoint, tuned.models["a"]]
 
 
-def test_dashboard_try_it_streams_the_fine_tune_for_the_signed_in_team(tuned, reference) -> None:  # type: ignore[no-untyped-def]
+def test_dashboard_try_it_streams_the_fine_tune_for_the_signed_in_team(tuned, reference, service_settings) -> None:  # type: ignore[no-untyped-def]
     from fastapi.testclient import TestClient
 
     from api.app import create_app

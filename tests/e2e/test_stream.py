@@ -11,7 +11,7 @@ import pytest
 
 from cli.sse import SseEvent, iter_sse, open_stream
 from core.settings import get_settings
-from tests.support.service import client_for, create_job, wait_status, wait_step
+from tests.support.service import client_for, create_job, wait_pause_saved, wait_status, wait_step
 from tests.support.waiting import wait_until
 
 
@@ -123,6 +123,7 @@ def test_a_silent_stream_still_pings(http, monkeypatch, service_settings) -> Non
     wait_step(http, job_id, 1)
     assert http.post(f"/fine_tuning/jobs/{job_id}/pause").status_code == 200
     assert wait_status(http, job_id, {"paused", "succeeded", "failed", "cancelled"})["status"] == "paused"
+    wait_pause_saved(http, job_id)  # the worker's last events are in: from here on the job is silent
     monkeypatch.setenv("TUNEPOOL_STREAM_PING_SECONDS", "0.5")  # restored with the service settings after the test
     get_settings.cache_clear()
     monkeypatch.setattr(stream, "POLL_SECONDS", 0.2)

@@ -64,3 +64,16 @@ def wait_step(http: httpx.Client, job_id: str, step: int, timeout: float = 300) 
         return bool(http.get(f"/fine_tuning/jobs/{job_id}").json()["progress"]["step"] >= step)
 
     wait_until(reached, timeout, message=f"{job_id} never reached step {step}")
+
+
+def wait_pause_saved(http: httpx.Client, job_id: str, timeout: float = 300) -> int:
+    """A pause answers `paused` at once; wait until the worker saved the checkpoint and let go. Its step."""
+    import re
+
+    def saved() -> int | None:
+        for e in reversed(all_events(http, job_id)):
+            if match := re.match(r"Job paused at step (\d+);", e["message"]):
+                return int(match[1])
+        return None
+
+    return wait_until(saved, timeout, interval=0.3, message=f"job {job_id}'s pause checkpoint was never saved")
