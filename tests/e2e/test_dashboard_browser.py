@@ -88,7 +88,7 @@ def wait_points_above(page: Any, n: int, timeout_ms: int) -> None:
 
 def wait_status_badge(page: Any, status: str, timeout_ms: int) -> None:
     badge = page.locator("#status-badge .badge")
-    wait_until(lambda: badge.text_content() == status, timeout_ms / 1000, interval=0.25, message=f"badge never {status}")
+    wait_until(lambda: badge.text_content() == status, timeout_ms / 1000, interval=0.25, message=f"never {status}")
 
 
 def test_sign_in_upload_train_watch_and_download(page: Any, team: Any, shots: Path, tmp_path: Path) -> None:
