@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from core.chat import normalize_messages, normalize_tools
 from core.datasets import detect_format
 from core.enums import DatasetFormat
 from worker.training.data import IGNORE_INDEX, TokenizedData, read_jsonl
@@ -62,11 +63,14 @@ def prompts(path: Path, tokenizer: Any, limit: int = MAX_GENERATIONS) -> list[tu
     fmt = detect_format(records[0])
     for record in records[:limit]:
         if fmt == DatasetFormat.CHAT or (fmt == DatasetFormat.PROMPT_COMPLETION and isinstance(record["prompt"], list)):
-            messages = record["messages"] if fmt == DatasetFormat.CHAT else record["prompt"] + record["completion"]
+            raw = record["messages"] if fmt == DatasetFormat.CHAT else record["prompt"] + record["completion"]
+            messages = normalize_messages(raw)  # text parts joined, tool calls as the template expects: as trained
             last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
             if last is None or not tokenizer.chat_template:
                 continue
-            ids = tokenizer.apply_chat_template(messages[:last], add_generation_prompt=True, tokenize=True)
+            ids = tokenizer.apply_chat_template(
+                messages[:last], tools=normalize_tools(record), add_generation_prompt=True, tokenize=True
+            )
             ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
             shown = str(messages[last - 1].get("content", "")) if last else ""
             found.append((list(ids), shown, str(messages[last].get("content", ""))))
