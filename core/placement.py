@@ -32,19 +32,25 @@ __all__ = [
 class Requirement:
     """What a job needs from a worker; `explicit` when the user stated it (then a CPU never fits)."""
 
-    memory_bytes: int | None
+    memory_bytes: int | None  # per GPU
     gpu_type: str | None = None
     explicit: bool = False
+    gpus: int = 1  # all on one host
 
 
 @dataclass(frozen=True)
 class Slot:
-    """A worker as placement sees it: its device and GPU."""
+    """One GPU (or CPU slot) of a worker as placement sees it; the slots of one worker process share `host_id`."""
 
     worker_id: str
     device: str
     gpu_name: str | None = None
     memory_total: int | None = None
+    host_id: str = ""  # the worker process owning the slot; "" when it owns only this one
+
+    @property
+    def host(self) -> str:
+        return self.host_id or self.worker_id
 
     @property
     def is_gpu(self) -> bool:
@@ -133,4 +139,4 @@ def requirement_of(resources: ResourceSpec | None, estimate_bytes: int | None) -
     resources = resources or ResourceSpec()
     min_gb, gpu_type = resources.min_gpu_memory_gb, resources.gpu_type
     memory = int(min_gb * GB) if min_gb is not None else estimate_bytes
-    return Requirement(memory, gpu_type, explicit=min_gb is not None or bool(gpu_type))
+    return Requirement(memory, gpu_type, explicit=min_gb is not None or bool(gpu_type), gpus=resources.gpus)

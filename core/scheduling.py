@@ -28,9 +28,16 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Assignment:
+    """A job placed on `worker_id`, its first slot; `slot_ids` are all the slots it holds (one host's)."""
+
     job_id: str
     team_id: str
     worker_id: str
+    slot_ids: tuple[str, ...] = ()
+
+    @property
+    def slots(self) -> tuple[str, ...]:
+        return self.slot_ids or (self.worker_id,)
 
 
 def decayed_seconds(start: float, end: float, now: float, half_life: float) -> float:

@@ -102,6 +102,11 @@ class TrainingSpec(_Strict):
         description='"auto": the fastest batch plan that fits the GPU; "min": smallest footprint (micro-batch 1, '
         "gradient checkpointing, paged 8-bit AdamW) for small GPUs.",
     )
+    parallelism: Literal["auto", "ddp", "fsdp"] = Field(
+        default="auto",
+        description='With resources.gpus > 1: "ddp" (a full copy per GPU), "fsdp" (the model sharded across GPUs), '
+        '"auto" (ddp when the model fits one GPU, else fsdp).',
+    )
     max_steps: int | None = Field(
         default=None, ge=1, le=10_000_000, description="Stop after this many steps."
     )
@@ -125,8 +130,21 @@ def _unstated(value: object) -> bool:
     return value is None
 
 
+def _one_gpu(value: object) -> bool:
+    return value == 1
+
+
 class ResourceSpec(_Strict):
-    """What a job needs from its GPU; omitted: the memory is estimated from the model and spec."""
+    """What a job needs from its GPUs; omitted: one GPU, its memory estimated from the model and spec.
+    `min_gpu_memory_gb` and `gpu_type` are per GPU."""
+
+    gpus: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="GPUs the job trains on at once, all on one host (placed together or not at all).",
+        exclude_if=_one_gpu,
+    )
 
     min_gpu_memory_gb: float | None = Field(
         default=None, gt=0, le=10_000, description="Decimal GB.", exclude_if=_unstated
