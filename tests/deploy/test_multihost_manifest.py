@@ -155,9 +155,9 @@ def test_names_keep_ordinary_ids_and_keep_odd_ids_apart() -> None:
     names = {jobset_name(job_id, 0) for job_id in [*ODD_IDS, "ftjob_abc", "FTJOB-ABC", "ftjob.abc"]}
     assert len(names) == len(ODD_IDS) + 3
     assert jobset_name(JOB_ID, 1) != jobset_name(JOB_ID, 2)  # a retry never collides with the JobSet it replaces
-    for bad in [lambda: jobset_name("", 0), lambda: jobset_name(JOB_ID, 10**6)]:
+    for job_id, attempt in [("", 0), (JOB_ID, 10**6)]:
         with pytest.raises(ValueError):
-            bad()
+            jobset_name(job_id, attempt)
     with pytest.raises(ValueError, match="one node"):
         jobset_manifest(JOB_ID, 0, nodes=1001, gpus_per_node=8)  # pod names would outgrow their 63 characters
 
