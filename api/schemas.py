@@ -371,7 +371,11 @@ class PoolJob(BaseModel):
 
 
 class PoolWorker(BaseModel):
+    """One GPU (or CPU slot) of a worker process; a process owning several shows one row per GPU."""
+
     id: str
+    host_id: str = Field(description="The worker process owning this slot; a multi-GPU job uses slots of one host.")
+    gpu_index: int | None = Field(default=None, description="The GPU's index on its host (nvidia-smi numbering).")
     hostname: str
     device: str
     gpu_name: str | None

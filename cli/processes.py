@@ -42,17 +42,14 @@ def start_dispatcher(env: dict[str, str], log_dir: Path) -> subprocess.Popen[byt
 
 
 def start_worker(env: dict[str, str], log_dir: Path, name: str = "worker-1") -> subprocess.Popen[bytes]:
-    """One Celery worker process = one GPU (or the CPU): solo pool, one job at a time."""
+    """One Celery worker process: one slot (GPU or CPU), or one per GPU of TUNEPOOL_GPUS in `env`; its pool and
+    concurrency follow from that (worker/celery_app.py)."""
     args = [
         "-m",
         "celery",
         "-A",
         "worker.celery_app",
         "worker",
-        "--pool",
-        "solo",
-        "--concurrency",
-        "1",
         "-Q",
         env.get("TUNEPOOL_QUEUE_NAME", "gpu"),
         "--hostname",

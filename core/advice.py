@@ -31,8 +31,11 @@ class JobWarning(BaseModel):
     param: str | None = None
 
 
-def resolve_auto(h: Hyperparameters, train_examples: int) -> tuple[ResolvedHyperparameters, list[JobWarning]]:
-    """Resolve "auto" from the training set's size, as OpenAI does, with a note saying what was chosen and why."""
+def resolve_auto(
+    h: Hyperparameters, train_examples: int, gpus: int = 1
+) -> tuple[ResolvedHyperparameters, list[JobWarning]]:
+    """Resolve "auto" from the training set's size, as OpenAI does, with a note saying what was chosen and why; an
+    automatic batch on several GPUs is a multiple of their number (each GPU takes an equal share of a step)."""
     notes: list[JobWarning] = []
     n = max(train_examples, 1)
     epochs = h.n_epochs
@@ -53,15 +56,20 @@ def resolve_auto(h: Hyperparameters, train_examples: int) -> tuple[ResolvedHyper
         )
     batch = h.batch_size
     if batch == "auto":
-        batch = min(MAX_AUTO_BATCH, max(MIN_AUTO_BATCH, math.ceil(AUTO_BATCH_FRACTION * n)))
+        chosen = min(MAX_AUTO_BATCH, max(MIN_AUTO_BATCH, math.ceil(AUTO_BATCH_FRACTION * n)))
+        shared = ""
+        if chosen % gpus:
+            chosen = math.ceil(chosen / gpus) * gpus
+            shared = f", rounded up to a multiple of the job's {gpus} GPUs"
         notes.append(
             JobWarning(
                 code="auto_batch_size",
-                message=f"batch_size auto: {batch} for {train_examples} training examples (0.2% of the examples, "
-                f"between {MIN_AUTO_BATCH} and {MAX_AUTO_BATCH}).",
+                message=f"batch_size auto: {chosen} for {train_examples} training examples (0.2% of the examples, "
+                f"between {MIN_AUTO_BATCH} and {MAX_AUTO_BATCH}{shared}).",
                 param="hyperparameters.batch_size",
             )
         )
+        batch = chosen
     lr = 1.0 if h.learning_rate_multiplier == "auto" else h.learning_rate_multiplier
     return ResolvedHyperparameters(n_epochs=epochs, batch_size=batch, learning_rate_multiplier=lr), notes
 

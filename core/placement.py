@@ -22,6 +22,7 @@ __all__ = [
     "Slot",
     "configured_slots",
     "fits",
+    "largest_gang",
     "minimum_memory_bytes",
     "read_model_shape",
     "requirement_of",
@@ -67,12 +68,26 @@ def fits(slot: Slot, req: Requirement) -> bool:
 
 
 def configured_slots(spec: str) -> list[Slot]:
-    """Slots from the `pool_gpus` setting, e.g. "A100:80,L4:24" (GB per GPU)."""
+    """Slots from the `pool_gpus` setting, e.g. "A100:80,L4:24" (GB per GPU), one host each; "4xA100:80" is a host
+    with four."""
     slots = []
     for i, item in enumerate(p.strip() for p in spec.split(",") if p.strip()):
         name, _, gb = item.rpartition(":")
-        slots.append(Slot(f"configured-{i}", "cuda", name or None, int(float(gb) * GB)))
+        count, times, gpu = name.partition("x")
+        many = bool(times) and count.isdigit()
+        for k in range(int(count) if many else 1):
+            slot_name = gpu if many else name
+            slots.append(Slot(f"configured-{i}-{k}", "cuda", slot_name or None, int(float(gb) * GB), f"configured-{i}"))
     return slots
+
+
+def largest_gang(slots: list[Slot], req: Requirement) -> int:
+    """The most slots fitting `req` that one host has: how many GPUs a job like it could get at once."""
+    per_host: dict[str, int] = {}
+    for slot in slots:
+        if fits(slot, req):
+            per_host[slot.host] = per_host.get(slot.host, 0) + 1
+    return max(per_host.values(), default=0)
 
 
 def read_model_shape(model_dir: Path, parameters: int | None = None) -> ModelShape | None:

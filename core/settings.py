@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         description='GPUs the pool is configured to have, for placement before workers register: "A100:80,L4:24".',
     )
     device: str = Field(default="auto", description="Worker device: auto, cuda or cpu.")
+    gpus: str = Field(
+        default="",
+        pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*)?$",
+        description='GPUs this worker process owns, by index ("0,1,2,3"): one slot each, a job may use several at '
+        "once; on a CPU worker, as many CPU slots. Empty: one slot, the GPU CUDA_VISIBLE_DEVICES shows first.",
+    )
     checkpoints_keep: int = Field(
         default=3, ge=1, le=1000, description="Training checkpoints kept per job (plus the best by valid_loss)."
     )
@@ -196,6 +202,11 @@ class Settings(BaseSettings):
     @property
     def webhook_allowed_host_list(self) -> list[str]:
         return [h.strip() for h in self.webhook_allowed_hosts.split(",") if h.strip()]
+
+    @property
+    def gpu_indices(self) -> list[int]:
+        """The GPU indices of `gpus`, in order, duplicates dropped; [] when unset (one slot)."""
+        return list(dict.fromkeys(int(i) for i in self.gpus.split(",") if i.strip()))
 
     @property
     def resolved_storage_dir(self) -> Path:

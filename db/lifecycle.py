@@ -58,17 +58,23 @@ def queue(session: Session, job_id: str) -> bool:
     return True
 
 
-def claim(session: Session, job_id: str, worker_id: str) -> TrainingJob | None:
-    """A worker's claim of a queued job (succeeds for exactly one caller; `attempts` counts the claims); None, and
-    the worker's reservation released, when the job is not queued any more (a duplicate delivery)."""
-    job = jobs.claim_job(session, job_id, worker_id)
+def claim(
+    session: Session, job_id: str, worker_id: str, slots: list[str] | None = None, host_id: str | None = None
+) -> TrainingJob | None:
+    """A worker's claim of a queued job (succeeds for exactly one caller; `attempts` counts the claims) on `slots`
+    (default: the worker's one slot, `worker_id`); None, and the host's reservation released, when the job is not
+    queued any more (a duplicate delivery)."""
+    slots = slots or [worker_id]
+    job = jobs.claim_job(session, job_id, slots[0])
     if job is None:
-        workers.release_reservation(session, worker_id, job_id)
+        workers.release_reservation(session, host_id or worker_id, job_id)
         return None
     events.add_status_event(session, job_id, JobStatus.RUNNING.value)
-    workers.set_current_job(session, worker_id, job_id)
+    for slot in slots:  # each GPU of the job runs it, and is charged for it
+        workers.set_current_job(session, slot, job_id)
     note = f" (attempt {job.attempts})" if job.attempts > 1 else ""
-    events.add_event(session, job_id, f"Fine-tuning job started on worker {worker_id}{note}")
+    on = f"worker {host_id or slots[0]}" + (f" ({len(slots)} GPUs: {', '.join(slots)})" if len(slots) > 1 else "")
+    events.add_event(session, job_id, f"Fine-tuning job started on {on}{note}", data={"slots": slots})
     return job
 
 
@@ -219,6 +225,18 @@ def fail(
         events.add_event(session, job_id, error["message"], level="error")
     else:
         events.add_event(session, job_id, f"Job failed: {error['message']}", level="error", data={"error": error})
+    return True
+
+
+def requeue_own(session: Session, job_id: str, attempt: int, reason: str, max_attempts: int) -> bool:
+    """Claim `attempt`'s worker gives the job back (a process of its multi-GPU run died): as a lost worker's job,
+    it resumes from its checkpoint, or fails after `max_attempts` losses. False when the claim no longer holds it."""
+    job = jobs.lock_job(session, job_id)
+    if job is None or job.attempts != attempt or job.status not in (JobStatus.RUNNING, JobStatus.PAUSED):
+        return False
+    if job.status == JobStatus.PAUSED and not job.pause_requested:
+        return False
+    requeue_lost(session, job, reason, max_attempts)
     return True
 
 

@@ -194,11 +194,14 @@ class Artifact(Base):
 
 
 class Worker(Base):
-    """A worker process owning one GPU (or the CPU); its heartbeat says it is alive."""
+    """One GPU (or CPU slot) of a worker process; its heartbeat says it is alive. A process owning several GPUs
+    registers one row per GPU, all with its id as `host_id` (a single-GPU worker's row is its own host)."""
 
     __tablename__ = "worker"
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host_id: Mapped[str] = mapped_column(String(128), index=True)
+    gpu_index: Mapped[int | None] = mapped_column(Integer)  # the physical GPU (nvidia-smi index) of this slot
     hostname: Mapped[str] = mapped_column(String(256))
     device: Mapped[str] = mapped_column(String(256))
     gpu_name: Mapped[str | None] = mapped_column(String(256))

@@ -8,6 +8,9 @@ from core.settings import get_settings
 from core.tasks import gpu_queue
 
 settings = get_settings()
+# One job per slot at once: a worker owning one GPU runs jobs in its own process (solo); one owning several
+# (TUNEPOOL_GPUS=0,1,…) runs a thread per slot, each watching its own training child.
+slots = max(1, len(settings.gpu_indices))
 app = Celery("tunepool", broker=settings.redis_url or "redis://127.0.0.1:6379/0", include=["worker.tasks"])
 app.conf.update(
     task_default_queue=gpu_queue(),
@@ -16,6 +19,8 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
+    worker_pool="solo" if slots == 1 else "threads",
+    worker_concurrency=slots,
     broker_connection_retry_on_startup=True,
     broker_transport_options={"visibility_timeout": 7 * 24 * 3600},
     worker_hijack_root_logger=False,

@@ -52,8 +52,9 @@ def dispatch(send: Sender) -> list[str]:
         limits = quotas.all_quotas(session)
         spent = {t for t in team_ids if _over_budget(session, limits.get(t), now)}
         running = jobs.count_by_team_status(session, [JobStatus.RUNNING])
+        host_of = {w.id: w.host_id for w in idle}
         chosen = scheduling.assign(
-            [Slot(w.id, w.device, w.gpu_name, w.gpu_memory_total) for w in idle],
+            [Slot(w.id, w.device, w.gpu_name, w.gpu_memory_total, w.host_id) for w in idle],
             [
                 scheduling.Candidate(
                     j.id,
@@ -72,10 +73,11 @@ def dispatch(send: Sender) -> list[str]:
             max_running={t: q.max_running_jobs for t, q in limits.items()},
         )
         for a in chosen:
-            jobs.mark_dispatched(session, a.job_id, a.worker_id)
-            workers.reserve(session, a.worker_id, a.job_id)
-    for a in chosen:  # after the commit: a worker that gets the message finds the row as we left it
-        send(a.job_id, a.worker_id)
+            jobs.mark_dispatched(session, a.job_id, a.slots[0])
+            for slot in a.slots:  # a multi-GPU job holds all its GPUs of one host from now on
+                workers.reserve(session, slot, a.job_id)
+    for a in chosen:  # after the commit: a worker that gets the message finds the rows as we left them
+        send(a.job_id, host_of[a.slots[0]])
     return [a.job_id for a in chosen]
 
 
@@ -102,8 +104,9 @@ class Sender:
 
         self.app = app
 
-    def __call__(self, job_id: str, worker_id: str) -> None:
-        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=worker_queue(worker_id))
+    def __call__(self, job_id: str, host_id: str) -> None:
+        """To the worker process's own queue; it finds which of its slots are reserved for the job."""
+        self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=worker_queue(host_id))
 
 
 def run_forever() -> None:

@@ -1,4 +1,8 @@
-"""The worker's registration and heartbeat, from a background thread of the Celery process."""
+"""The worker's registration and heartbeat, from a background thread of the Celery process.
+
+A worker process owns one slot (its GPU, or the CPU) or, with TUNEPOOL_GPUS=0,1,…, one slot per listed GPU: each
+slot is a row of its own (`{worker_id}-gpu{i}`), all with the process's id as their host, beating together.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -24,14 +29,29 @@ _thread: threading.Thread | None = None
 
 @lru_cache
 def worker_id() -> str:
+    """The worker process's id: its Celery queue's name, and the host of its slots."""
     return get_settings().worker_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
-def gpu_info() -> dict[str, Any]:
+@dataclass(frozen=True)
+class OwnSlot:
+    slot_id: str
+    gpu_index: int | None  # None: the one slot of a worker without TUNEPOOL_GPUS (CUDA_VISIBLE_DEVICES decides)
+
+
+def own_slots() -> list[OwnSlot]:
+    """This process's slots: itself when it owns one GPU (as before slots existed), else one per listed GPU."""
+    indices = get_settings().gpu_indices
+    if len(indices) <= 1:
+        return [OwnSlot(worker_id(), indices[0] if indices else None)]
+    return [OwnSlot(f"{worker_id()}-gpu{i}", i) for i in indices]
+
+
+def gpu_info(index: int | None = None) -> dict[str, Any]:
     """GPU name and memory via nvidia-smi: the parent never imports torch, so CUDA stays the child's."""
     if get_settings().device == "cpu" or not shutil.which("nvidia-smi"):
         return {"device": "cpu", "gpu_name": None, "gpu_memory_total": None, "gpu_memory_free": None}
-    gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
+    gpu = str(index) if index is not None else os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0] or "0"
     try:
         out = (
             subprocess.run(
@@ -69,8 +89,18 @@ def consume_own_queue(consumer: Any) -> None:
 
 
 def beat() -> None:
+    readings = [(slot, gpu_info(slot.gpu_index)) for slot in own_slots()]  # before the transaction: nvidia-smi
     with unit_of_work() as session:
-        workers.heartbeat(session, worker_id(), hostname=socket.gethostname(), queue=gpu_queue(), **gpu_info())
+        for slot, info in readings:
+            workers.heartbeat(
+                session,
+                slot.slot_id,
+                host_id=worker_id(),
+                gpu_index=slot.gpu_index,
+                hostname=socket.gethostname(),
+                queue=gpu_queue(),
+                **info,
+            )
 
 
 def _loop() -> None:
@@ -85,7 +115,7 @@ def _loop() -> None:
 
 def start() -> None:
     global _thread
-    recovered = reaper.recover_restarted_worker(worker_id())
+    recovered = reaper.recover_restarted_worker(worker_id(), [s.slot_id for s in own_slots()])
     if recovered:
         log.warning("re-queued jobs this worker was running before it restarted: %s", recovered)
     beat()
@@ -97,6 +127,6 @@ def stop() -> None:
     _stop.set()
     try:
         with unit_of_work() as session:
-            workers.remove_worker(session, worker_id())
+            workers.remove_host(session, worker_id())
     except Exception as exc:
         log.warning("could not deregister worker: %s", exc)

@@ -8,7 +8,9 @@ from pydantic import BaseModel, Field, model_validator
 
 from core.enums import ArtifactKind, ErrorSide
 
-OutcomeStatus = Literal["succeeded", "failed", "cancelled", "paused", "lost"]
+# "rank_lost": a process of a multi-GPU job died without an outcome; the job goes back to the queue, as when its
+# worker is lost.
+OutcomeStatus = Literal["succeeded", "failed", "cancelled", "paused", "lost", "rank_lost"]
 
 
 class JobFailure(BaseModel):
@@ -41,6 +43,7 @@ class JobOutcome(BaseModel):
     report: dict[str, Any] | None = None  # succeeded: the evaluation report (worker/training/evaluation.py)
     step: int | None = None  # paused: the step its checkpoint resumes from
     error: JobFailure | None = None  # failed
+    reason: str | None = None  # rank_lost: which process died, how
 
     @model_validator(mode="after")
     def _failure_has_error(self) -> JobOutcome:

@@ -30,23 +30,25 @@ def requeue_lost_jobs(queue: str | None = None) -> list[str]:
         for job in lost:
             reason = f"Worker {job.worker_id} was lost (no heartbeat for {silence:g} s) at step {job.step}"
             lifecycle.requeue_lost(session, job, reason, settings.max_attempts)
-            if job.worker_id:
-                workers.forget_job(session, job.worker_id, job.id)
-                usage.close_stretches(session, job.worker_id)
+            workers.release_job(session, job.id)  # all its slots (a multi-GPU job holds several)
     for job in lost:
         log.warning("job %s lost its worker %s (loss %d)", job.id, job.worker_id, job.worker_losses + 1)
     return [j.id for j in lost]
 
 
-def recover_restarted_worker(worker_id: str) -> list[str]:
-    """A worker (re)starting under a stable id runs nothing yet: what its last life was running is lost, and it
-    must not look busy or reserved. Without this its fresh heartbeats would hide the loss forever."""
+def recover_restarted_worker(host_id: str, slot_ids: list[str] | None = None) -> list[str]:
+    """A worker (re)starting under a stable id runs nothing yet: what its last life was running on any of its slots
+    is lost, and they must not look busy or reserved. Without this its fresh heartbeats would hide the loss forever."""
     settings = get_settings()
+    slot_ids = slot_ids or [host_id]
     with unit_of_work() as session:
-        orphaned = jobs.lock_running_on(session, worker_id)
+        orphaned = jobs.lock_running_on(session, slot_ids)
         for job in orphaned:
-            reason = f"Worker {worker_id} restarted while running the job, at step {job.step}"
+            reason = f"Worker {host_id} restarted while running the job, at step {job.step}"
             lifecycle.requeue_lost(session, job, reason, settings.max_attempts)
-        workers.reset(session, worker_id)
-        usage.close_stretches(session, worker_id)
+            workers.release_job(session, job.id)
+        workers.reset(session, host_id)
+        workers.remove_other_slots(session, host_id, slot_ids)
+        for slot in slot_ids:
+            usage.close_stretches(session, slot)
     return [j.id for j in orphaned]

@@ -15,9 +15,12 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from sqlalchemy.orm import Session
+
 from core.enums import ErrorSide
 from core.logging import log_context
 from core.naming import fine_tuned_model_name
+from core.schemas.spec import ResourceSpec
 from core.settings import get_settings
 from core.storage import configured_store
 from db import eventbus, lifecycle
@@ -34,31 +37,63 @@ TERMINATE_GRACE_SECONDS = 5.0
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def run_job(job_id: str, worker_id: str) -> None:
-    """Claim, train, finish. A second delivery of the same job finds it claimed and returns."""
+def run_job(job_id: str, worker_id: str, own_slots: dict[str, int | None] | None = None) -> None:
+    """Claim, train, finish. A second delivery of the same job finds it claimed and returns.
+
+    `own_slots` are the worker process's slots (id → GPU index); default: the one slot `worker_id`. A job on k GPUs
+    runs on the k slots the dispatcher reserved for it, as k processes under torchrun."""
+    own_slots = own_slots or {worker_id: None}
     with unit_of_work() as session:
-        job = lifecycle.claim(session, job_id, worker_id)
+        slots = _slots_for(session, job_id, worker_id, own_slots)
+        job = lifecycle.claim(session, job_id, worker_id, slots, host_id=worker_id) if slots else None
     if job is None:
-        log.info("job %s is not queued any more; skipping duplicate delivery", job_id)
+        log.info("job %s is not queued for this worker any more; skipping the delivery", job_id)
         return
     attempt = job.attempts
+    gpus = [i for i in (own_slots[s] for s in slots) if i is not None]
     try:
         with log_context(job_id=job_id, team_id=job.team_id, request_id=job.request_id, worker_id=worker_id):
-            outcome = _train_in_child(job_id, attempt)
+            outcome = _train_in_child(job_id, attempt, len(slots), gpus if len(gpus) == len(slots) else None)
             # Hours of training must not be lost to a database restart: wait for it (finish_job runs again safely,
             # its status transition succeeds once).
             retry_db(lambda: finish_job(job_id, outcome, attempt), f"record the outcome of job {job_id}")
     finally:
-        retry_db(lambda: _clear_current_job(worker_id), f"clear worker {worker_id}'s current job")
+        retry_db(lambda: _clear_current_job(slots), f"clear the current job of {', '.join(slots)}")
 
 
-def _clear_current_job(worker_id: str) -> None:
+def _slots_for(session: Session, job_id: str, host_id: str, own_slots: dict[str, int | None]) -> list[str]:
+    """The slots to run `job_id` on: the ones reserved for it on this host (its GPU count of them), or this worker's
+    only slot; [] when this host cannot run it (the reservation moved elsewhere, or too few slots)."""
+    job = jobs.get_job_by_id(session, job_id)
+    needed = ResourceSpec.model_validate(job.resources).gpus if job is not None and job.resources else 1
+    if len(own_slots) == 1 and needed == 1:
+        return list(own_slots)
+    reserved = [w.id for w in workers.reserved_slots(session, host_id, job_id) if w.id in own_slots]
+    if len(reserved) < needed:
+        log.warning("job %s needs %d GPUs; %d of this worker's are reserved for it", job_id, needed, len(reserved))
+        workers.release_reservation(session, host_id, job_id)
+        return []
+    return reserved[:needed]
+
+
+def _clear_current_job(slots: list[str]) -> None:
     with unit_of_work() as session:
-        workers.set_current_job(session, worker_id, None)
-        eventbus.ring_after_commit(session)  # its GPU is free: the dispatcher places the next job now
+        for slot in slots:
+            workers.set_current_job(session, slot, None)
+        eventbus.ring_after_commit(session)  # its GPUs are free: the dispatcher places the next job now
 
 
-def _train_in_child(job_id: str, attempt: int) -> JobOutcome:
+def training_command(job_id: str, workdir: Path, attempt: int, processes: int) -> list[str]:
+    """One training child, or for several GPUs one per GPU under torchrun (rank 0 alone reports); standalone
+    rendezvous picks a free port, so jobs of one host do not collide."""
+    child = ["-m", "worker.job_process", job_id, str(workdir), str(attempt)]
+    if processes == 1:
+        return [sys.executable, *child]
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "--max-restarts=0"]
+    return [sys.executable, *launcher, *child]
+
+
+def _train_in_child(job_id: str, attempt: int, processes: int = 1, gpus: list[int] | None = None) -> JobOutcome:
     workdir = get_settings().resolved_work_dir / job_id
     workdir.mkdir(parents=True, exist_ok=True)
     result_path = workdir / "result.json"
@@ -66,17 +101,32 @@ def _train_in_child(job_id: str, attempt: int) -> JobOutcome:
     stop_path = workdir / STOP_FILE
     stop_path.unlink(missing_ok=True)  # a pause request of an earlier attempt was answered already
     log_path = workdir / "train.log"
-    cmd = [sys.executable, "-m", "worker.job_process", job_id, str(workdir), str(attempt)]
+    env = dict(os.environ)
+    if gpus is not None:  # the job's GPUs only: jobs sharing this host's GPUs never see each other's
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpus)
     with log_path.open("ab") as log_file:
         child = subprocess.Popen(
-            cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+            training_command(job_id, workdir, attempt, processes),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            env=env,
         )
         stopped = _wait(child, job_id, attempt, stop_path)
     if stopped:
         return JobOutcome(status=stopped)
     if result_path.is_file():
         return JobOutcome.model_validate_json(result_path.read_text())
+    if processes > 1:  # one of its processes died (killed, or its machine's memory): resume from the checkpoint
+        return JobOutcome(status="rank_lost", reason=_rank_death(child.returncode, log_path))
     return _crash_outcome(child.returncode, log_path)
+
+
+def _rank_death(returncode: int, log_path: Path) -> str:
+    tail = log_path.read_text(errors="replace")[-4000:] if log_path.is_file() else ""
+    log.error("a process of the job's torchrun exited (code %s)\n%s", returncode, tail)
+    return f"A training process of the multi-GPU run died (torchrun exited with code {returncode})"
 
 
 def _die_with_parent() -> None:
@@ -161,7 +211,9 @@ def finish_job(job_id: str, outcome: JobOutcome, attempt: int | None = None) -> 
             lifecycle.confirm_pause(session, job_id, attempt, outcome.step)
         elif status == "cancelled":
             lifecycle.confirm_cancel(session, job_id, attempt)
+        elif status == "rank_lost":
+            assert attempt is not None and outcome.reason is not None
+            lifecycle.requeue_own(session, job_id, attempt, outcome.reason, get_settings().max_attempts)
         else:
             assert outcome.error is not None  # JobOutcome refuses a failure without one
             lifecycle.fail(session, job_id, outcome.error.model_dump(mode="json"), attempt=attempt)
-

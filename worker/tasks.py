@@ -11,7 +11,7 @@ from worker.celery_app import app
 
 def run_job(job_id: str) -> None:
     """Claim the job (a no-op if another delivery already did) and train it in a child process."""
-    runner.run_job(job_id, heartbeat.worker_id())
+    runner.run_job(job_id, heartbeat.worker_id(), {s.slot_id: s.gpu_index for s in heartbeat.own_slots()})
 
 
 def _start_heartbeat(sender: object, **_: object) -> None:

@@ -51,7 +51,14 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
     _check_method_data(body, train.format)
     seed = DEFAULT_SEED if body.seed is None else body.seed
     asked = body.effective_hyperparameters()
-    hyperparameters, notes = resolve_auto(asked, train.line_count)
+    gpus = body.resources.gpus if body.resources else 1
+    hyperparameters, notes = resolve_auto(asked, train.line_count, gpus)
+    if hyperparameters.batch_size % gpus:
+        raise InvalidRequest(
+            f"batch_size {hyperparameters.batch_size} cannot be split evenly over resources.gpus={gpus}: each GPU "
+            "trains an equal share of every step's examples. Use a multiple of the GPU count.",
+            param="hyperparameters.batch_size",
+        )
     spec = JobSpec(
         hyperparameters=hyperparameters,
         lora=lora,
@@ -164,8 +171,7 @@ def get_report(session: Session, team: Team, job_id: str) -> TrainingJob:
     job = get_job(session, team, job_id)
     if job.report is None:
         raise NotFound(
-            f"job {job_id} has no evaluation report: it is {job.status}; the report is written when training "
-            "succeeds",
+            f"job {job_id} has no evaluation report: it is {job.status}; the report is written when training succeeds",
             param="fine_tuning_job_id",
         )
     return job

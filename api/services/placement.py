@@ -12,6 +12,7 @@ from core.placement import (
     Slot,
     configured_slots,
     fits,
+    largest_gang,
     minimum_memory_bytes,
     read_model_shape,
     requirement_of,
@@ -44,7 +45,7 @@ def estimate_job_memory(settings: Settings, model: str, spec: JobSpec) -> int | 
 
 def pool_slots(session: Session, settings: Settings) -> list[Slot]:
     """Every registered worker plus the GPUs the deployment says it has."""
-    registered = [Slot(w.id, w.device, w.gpu_name, w.gpu_memory_total) for w in workers.all_workers(session)]
+    registered = [Slot(w.id, w.device, w.gpu_name, w.gpu_memory_total, w.host_id) for w in workers.all_workers(session)]
     return registered + configured_slots(settings.pool_gpus)
 
 
@@ -52,7 +53,17 @@ def check_fits_pool(session: Session, settings: Settings, resources: ResourceSpe
     """Refuse a job that fits no worker; with no worker known yet, the job waits for one."""
     req = requirement_of(resources, estimate)
     slots = pool_slots(session, settings)
-    if not slots or any(fits(s, req) for s in slots):
+    if not slots:
+        return
+    if any(fits(s, req) for s in slots):
+        gang = largest_gang(slots, req)
+        if gang < req.gpus:
+            raise InvalidRequest(
+                f"no worker in the pool has {req.gpus} GPUs that fit this job on one host: the most any host has is "
+                f"{gang}. A job's GPUs are all on one host; lower resources.gpus.",
+                param="resources.gpus",
+                code="no_fitting_worker",
+            )
         return
     gpus = [s for s in slots if s.is_gpu]
     largest = max(gpus, key=lambda s: s.memory_total or 0) if gpus else None

@@ -76,6 +76,8 @@ def _worker(w: Worker, job_rows: dict[str, TrainingJob], team: Team, lost_before
         state = "idle"
     return PoolWorker(
         id=w.id,
+        host_id=w.host_id,
+        gpu_index=w.gpu_index,
         hostname=w.hostname,
         device=w.device,
         gpu_name=w.gpu_name,

@@ -30,6 +30,11 @@ def get_job_by_id(session: Session, job_id: str) -> TrainingJob | None:
     return session.get(TrainingJob, job_id)
 
 
+def lock_job(session: Session, job_id: str) -> TrainingJob | None:
+    """The job, locked for this transaction (waits for other writers)."""
+    return session.scalar(select(TrainingJob).where(TrainingJob.id == job_id).with_for_update())
+
+
 def job_status(session: Session, job_id: str) -> str | None:
     """Just the status (the stream asks often; the row holds the spec and metadata)."""
     return session.scalar(select(TrainingJob.status).where(TrainingJob.id == job_id))
@@ -163,9 +168,9 @@ def _held_by_its_worker() -> ColumnElement[bool]:
     return (TrainingJob.status == JobStatus.RUNNING) | pausing
 
 
-def lock_running_on(session: Session, worker_id: str) -> list[TrainingJob]:
-    """Jobs `worker_id` works on (running, or pausing), locked."""
-    stmt = select(TrainingJob).where(_held_by_its_worker(), TrainingJob.worker_id == worker_id)
+def lock_running_on(session: Session, slot_ids: list[str]) -> list[TrainingJob]:
+    """Jobs the slots `slot_ids` (one worker's) work on (running, or pausing), locked."""
+    stmt = select(TrainingJob).where(_held_by_its_worker(), TrainingJob.worker_id.in_(slot_ids))
     return list(session.scalars(stmt.order_by(TrainingJob.id).with_for_update()))
 
 

@@ -1,4 +1,8 @@
-"""Worker registrations, heartbeats, reservations (a job sent but not yet claimed) and the usage ledger."""
+"""Worker registrations, heartbeats, reservations (a job sent but not yet claimed) and the usage ledger.
+
+A row is one slot (a GPU, or a CPU slot); a worker process owning several registers one per slot, all with its id
+as `host_id`. A job on k GPUs holds k slots of one host: each is reserved for it, then runs it (and is charged).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from core.enums import JobStatus
 from db.models import TrainingJob, Worker
@@ -15,7 +19,8 @@ from db.repositories import usage
 
 
 def heartbeat(session: Session, worker_id: str, **values: Any) -> None:
-    """Register the worker or refresh its heartbeat and GPU readings."""
+    """Register the slot or refresh its heartbeat and GPU readings; without `host_id` it is its own host."""
+    values.setdefault("host_id", worker_id)
     stmt = insert(Worker).values(id=worker_id, **values)
     stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={**values, "last_heartbeat": func.now()})
     session.execute(stmt)
@@ -32,16 +37,44 @@ def set_current_job(session: Session, worker_id: str, job_id: str | None) -> Non
         usage.open_stretch(session, job_id, worker_id)
 
 
-def forget_job(session: Session, worker_id: str, job_id: str) -> None:
-    """A lost worker no longer runs `job_id` (it went back to the queue), so the pool shows it without one."""
-    session.execute(
-        update(Worker).where(Worker.id == worker_id, Worker.current_job_id == job_id).values(current_job_id=None)
-    )
+def release_job(session: Session, job_id: str) -> list[str]:
+    """Every slot running `job_id` stops (its job ended, or went back to the queue): usage stretches closed, the
+    pool shows the slots free; their ids."""
+    ids = list(session.scalars(select(Worker.id).where(Worker.current_job_id == job_id)))
+    if ids:
+        session.execute(update(Worker).where(Worker.id.in_(ids)).values(current_job_id=None))
+    for slot in ids:
+        usage.close_stretches(session, slot)
+    return ids
 
 
-def reset(session: Session, worker_id: str) -> None:
-    """A (re)starting worker holds no job and no reservation."""
-    session.execute(update(Worker).where(Worker.id == worker_id).values(current_job_id=None, reserved_job_id=None))
+def host_slots(session: Session, host_id: str) -> list[Worker]:
+    """The slots of one worker process, by GPU index."""
+    stmt = select(Worker).where(Worker.host_id == host_id).order_by(Worker.gpu_index, Worker.id)
+    return list(session.scalars(stmt))
+
+
+def reserved_slots(session: Session, host_id: str, job_id: str) -> list[Worker]:
+    """The slots of `host_id` reserved for `job_id`, locked, by GPU index: where the job's message was meant to run."""
+    stmt = select(Worker).where(Worker.host_id == host_id, Worker.reserved_job_id == job_id)
+    return list(session.scalars(stmt.order_by(Worker.gpu_index, Worker.id).with_for_update()))
+
+
+def reset(session: Session, host_id: str) -> None:
+    """A (re)starting worker process holds no job and no reservation on any of its slots."""
+    session.execute(update(Worker).where(Worker.host_id == host_id).values(current_job_id=None, reserved_job_id=None))
+
+
+def remove_host(session: Session, host_id: str) -> None:
+    """A worker process shutting down cleanly deregisters all its slots."""
+    for slot in session.scalars(select(Worker.id).where(Worker.host_id == host_id)):
+        usage.close_stretches(session, slot)
+    session.execute(delete(Worker).where(Worker.host_id == host_id))
+
+
+def remove_other_slots(session: Session, host_id: str, keep: list[str]) -> None:
+    """Slots a worker process had in an earlier life and no longer owns (its GPU list changed)."""
+    session.execute(delete(Worker).where(Worker.host_id == host_id, Worker.id.not_in(keep)))
 
 
 def remove_worker(session: Session, worker_id: str) -> None:
@@ -74,19 +107,24 @@ def reserve(session: Session, worker_id: str, job_id: str) -> None:
     session.execute(update(Worker).where(Worker.id == worker_id).values(reserved_job_id=job_id))
 
 
-def release_reservation(session: Session, worker_id: str, job_id: str) -> None:
-    """The worker got a message for a job it could not claim: it is free for the next one at once."""
+def release_reservation(session: Session, host_id: str, job_id: str) -> None:
+    """The worker got a message for a job it could not claim: its slots are free for the next one at once."""
     session.execute(
-        update(Worker).where(Worker.id == worker_id, Worker.reserved_job_id == job_id).values(reserved_job_id=None)
+        update(Worker).where(Worker.host_id == host_id, Worker.reserved_job_id == job_id).values(reserved_job_id=None)
     )
 
 
 def release_stale_reservations(session: Session) -> int:
-    """Free workers reserved for a job that is no longer waiting for them (cancelled, or placed elsewhere)."""
+    """Free slots reserved for a job that is no longer waiting for them (cancelled, or placed elsewhere)."""
+    # The job was sent to its first slot; the other slots of a multi-GPU job are that slot's host's.
+    sent_to = aliased(Worker)
+    sent_to_this_host = (
+        select(sent_to.id).where(sent_to.id == TrainingJob.dispatched_to, sent_to.host_id == Worker.host_id).exists()
+    )
     waiting = exists().where(
         TrainingJob.id == Worker.reserved_job_id,
         TrainingJob.status == JobStatus.QUEUED,
-        TrainingJob.dispatched_to == Worker.id,
+        (TrainingJob.dispatched_to == Worker.id) | sent_to_this_host,
     )
     # SKIP LOCKED: a worker stalled inside its heartbeat transaction must not stall the dispatcher too.
     stale = select(Worker.id).where(Worker.reserved_job_id.is_not(None), ~waiting).with_for_update(skip_locked=True)

@@ -82,13 +82,17 @@ def register_worker(service_urls: tuple[str, str]) -> Iterator[Any]:
 
     made: list[str] = []
 
-    def register(name: str = "w", gpu_name: str | None = None, gb: float | None = None) -> str:
+    def register(
+        name: str = "w", gpu_name: str | None = None, gb: float | None = None, host: str | None = None
+    ) -> str:
+        """A slot; with `host`, one of that worker process's slots (a multi-GPU worker registers one per GPU)."""
         worker_id = f"{name}-{secrets.token_hex(3)}"
         memory = int(gb * 1e9) if gb else None
         with unit_of_work() as session:
             workers.heartbeat(
                 session,
                 worker_id,
+                host_id=host or worker_id,
                 hostname="test-host",
                 device="cuda" if gb else "cpu",
                 gpu_name=gpu_name,

@@ -69,11 +69,13 @@ def test_one_worker_per_gpu_with_an_nvidia_reservation_and_the_shared_model_cach
         assert worker["command"][:2] == ["-Q", "gpu"]
     assert len(gpus) == len(set(gpus)) == len(workers) >= 2  # distinct GPUs
     assert "model-cache:/var/cache/tunepool" in services["models"]["volumes"]
-    # The worker image's entrypoint is the Celery command cli/processes.py runs: solo pool, one job at a time.
+    # The worker image's entrypoint is the Celery command cli/processes.py runs; no pool flags, which would override
+    # the pool worker/celery_app.py picks from TUNEPOOL_GPUS (solo for one slot, a thread per slot for several).
     entry = exec_form(dict(dockerfile_instructions(ROOT / "Dockerfile.gpu"))["ENTRYPOINT"])
     assert entry[entry.index("celery") :][:4] == ["celery", "-A", "worker.celery_app", "worker"]
-    for flag in (["--pool", "solo"], ["--concurrency", "1"], ["--without-gossip"], ["--without-mingle"]):
+    for flag in (["--without-gossip"], ["--without-mingle"]):
         assert " ".join(flag) in " ".join(entry)
+    assert "--pool" not in entry and "--concurrency" not in entry
 
 
 def test_every_tunepool_variable_is_a_real_setting_and_storage_is_the_object_store() -> None:
