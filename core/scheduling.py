@@ -2,17 +2,39 @@
 dispatcher and the simulation benchmark run the same code.
 
 Order: the team with the least GPU-seconds in a decaying window first (one GPU per team per round, so a
-round of several free GPUs is shared), then the job's priority within its team, then age. A job goes only
-to a worker that fits it; the smallest fitting GPU is used so big GPUs stay free for big jobs.
+round of several free GPUs is shared; a k-GPU placement counts k), then the job's priority within its team,
+then age. A job goes only to slots that fit it; the smallest fitting GPU is used so big GPUs stay free for
+big jobs, CPU slots last.
+
+Multi-GPU jobs (`Requirement.gpus` = k) are placed as a gang: k idle fitting slots of ONE host at once, or
+nothing this round (never split across hosts). Among the hosts that can hold it: the smallest fitting GPUs
+first, then the host left with the fewest idle slots (best fit: whole hosts stay free for whole-host jobs),
+then slot id. With one slot per host (k = 1, as the dispatcher passes single-GPU workers) that is exactly
+the old "smallest fitting GPU first, then worker id". Usage is GPU-seconds, so a k-GPU job is charged k×.
+
+Starvation bound: a stream of small jobs keeps some slot of every host busy, so a gang could wait forever.
+A queued multi-GPU job that has waited longer than `reserve_after_seconds` (default 600 s; only when `now`
+is given) gets a host reserved. The scheduler keeps no state, so each round recomputes the choice: among
+hosts with at least k slots that fit the job, idle or busy (`busy`), the one with the most idle fitting
+slots, then the fewest busy slots, then host id. That host's idle slots go to no other job until it has the
+k the job needs and the job is placed (anywhere it fits best); other hosts keep being filled (backfill).
+Oldest starving job first; one reservation per host and one per team (a team with a backlog of big jobs
+would otherwise drain every host and take far more than its share); none for a team at its running-job
+limit, which could not start the job anyway. Not done: backfilling the reserved host itself with jobs that
+would end before its busy slots free — that needs runtime estimates we do not have, so the reserved host's
+idle GPUs stay idle while it drains.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from core.placement import Requirement, Slot, fits
+
+RESERVE_AFTER_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -55,14 +77,21 @@ def assign(
     *,
     running: dict[str, int] | None = None,
     max_running: dict[str, int | None] | None = None,
+    busy: Sequence[Slot] = (),
+    now: float | None = None,
+    reserve_after_seconds: float = RESERVE_AFTER_SECONDS,
 ) -> list[Assignment]:
-    """Hand idle workers to queued jobs by fair share; teams at their running-job limit are skipped."""
+    """Hand idle slots to queued jobs by fair share, k-GPU jobs as one-host gangs; teams at their running-job
+    limit are skipped; with `now`, a gang waiting past `reserve_after_seconds` has a host held for it."""
     running = dict(running or {})
     max_running = max_running or {}
     queues: dict[str, list[Candidate]] = defaultdict(list)
     for c in sorted(candidates, key=lambda c: (-c.priority, c.created_at, c.job_id)):
         queues[c.team_id].append(c)
     free = sorted(idle, key=_slot_preference)
+    reserved: dict[str, str] = {}  # host → the starving job its idle slots are held for
+    if now is not None:
+        reserved = _reservations(free, busy, candidates, now - reserve_after_seconds, running, max_running)
     given: dict[str, int] = defaultdict(int)
     out: list[Assignment] = []
     while free and queues:
@@ -71,18 +100,22 @@ def assign(
         limit = max_running.get(team)
         picked = None
         if limit is None or running.get(team, 0) < limit:
-            picked = _first_fit(queues[team], free)
-        if picked is None:  # nothing of this team fits a free worker (or it is at its limit) this round
+            picked = _first_fit(queues[team], free, reserved)
+        if picked is None:  # nothing of this team fits free slots (or it is at its limit) this round
             del queues[team]
             continue
-        job, slot = picked
+        job, slots = picked
         queues[team].remove(job)
         if not queues[team]:
             del queues[team]
-        free.remove(slot)
-        given[team] += 1
+        for slot in slots:
+            free.remove(slot)
+        # Placed, wherever it fit best: the host held for it (if any) is open to the others again.
+        reserved = {host: j for host, j in reserved.items() if j != job.job_id}
+        given[team] += len(slots)
         running[team] = running.get(team, 0) + 1
-        out.append(Assignment(job.job_id, team, slot.worker_id))
+        ids = tuple(s.worker_id for s in slots)
+        out.append(Assignment(job.job_id, team, ids[0], ids if len(ids) > 1 else ()))
     return out
 
 
@@ -91,10 +124,80 @@ def _slot_preference(slot: Slot) -> tuple[int, int, str]:
     return (0 if slot.is_gpu else 1, slot.memory_total or 0, slot.worker_id)
 
 
-def _first_fit(jobs: list[Candidate], free: list[Slot]) -> tuple[Candidate, Slot] | None:
+def _first_fit(
+    jobs: list[Candidate], free: list[Slot], reserved: dict[str, str]
+) -> tuple[Candidate, tuple[Slot, ...]] | None:
     # The team's best job that fits; a bigger job that fits nowhere free waits without blocking the rest.
+    hosts: dict[str, list[Slot]] = defaultdict(list)
+    for slot in free:  # `free` is in preference order, so each host's list is too
+        hosts[slot.host].append(slot)
+    holder = {job_id: host for host, job_id in reserved.items()}
+    tried: dict[tuple[Requirement, str | None], tuple[Slot, ...] | None] = {}
     for job in jobs:
-        for slot in free:
-            if fits(slot, job.requirement):
-                return job, slot
+        own = holder.get(job.job_id)
+        key = (job.requirement, own)  # same requirement, same hosts open to it: same answer
+        if key not in tried:
+            blocked = {h for h in reserved if h != own}
+            tried[key] = _gang(job.requirement, hosts, blocked)
+        found = tried[key]
+        if found is not None:
+            return job, found
     return None
+
+
+def _gang(req: Requirement, hosts: dict[str, list[Slot]], blocked: set[str]) -> tuple[Slot, ...] | None:
+    """The k slots for `req` on one host: smallest fitting GPUs, then the host left with fewest idle slots."""
+    k = max(1, req.gpus)
+    best: tuple[tuple[int, int, int, str], tuple[Slot, ...]] | None = None
+    for host, slots in hosts.items():
+        if host in blocked:
+            continue
+        chosen = [s for s in slots if fits(s, req)][:k]
+        if len(chosen) < k:
+            continue
+        worst = _slot_preference(chosen[-1])
+        rank = (worst[0], worst[1], len(slots) - k, chosen[0].worker_id)
+        if best is None or rank < best[0]:
+            best = (rank, tuple(chosen))
+    return best[1] if best else None
+
+
+def _reservations(
+    free: list[Slot],
+    busy: Sequence[Slot],
+    candidates: list[Candidate],
+    waited_since: float,
+    running: dict[str, int],
+    max_running: dict[str, int | None],
+) -> dict[str, str]:
+    """Hosts held for gangs queued since before `waited_since`: oldest first, one per host and per team."""
+    starving = sorted(
+        (c for c in candidates if c.requirement.gpus > 1 and c.created_at < waited_since),
+        key=lambda c: (c.created_at, c.job_id),
+    )
+    if not starving:
+        return {}
+    idle_on: dict[str, list[Slot]] = defaultdict(list)
+    busy_on: dict[str, list[Slot]] = defaultdict(list)
+    for slot in free:
+        idle_on[slot.host].append(slot)
+    for slot in busy:
+        busy_on[slot.host].append(slot)
+    reserved: dict[str, str] = {}
+    teams: set[str] = set()
+    for job in starving:
+        limit = max_running.get(job.team_id)
+        if job.team_id in teams or (limit is not None and running.get(job.team_id, 0) >= limit):
+            continue
+        options = []
+        for host in sorted(set(idle_on) | set(busy_on)):
+            if host in reserved:
+                continue
+            idle_fit = sum(fits(s, job.requirement) for s in idle_on[host])
+            busy_fit = sum(fits(s, job.requirement) for s in busy_on[host])
+            if idle_fit + busy_fit >= job.requirement.gpus:
+                options.append((-idle_fit, len(busy_on[host]), host))
+        if options:
+            reserved[min(options)[2]] = job.job_id
+            teams.add(job.team_id)
+    return reserved
