@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     fair_share_half_life_seconds: float = Field(
         default=6 * 3600.0, gt=0, description="Half-life of the GPU-seconds that order teams for fair share."
     )
+    gang_reserve_after_seconds: float = Field(
+        default=600.0,
+        gt=0,
+        description="A multi-GPU job queued this long gets a host held for it (no new work there) until its GPUs "
+        "free up, so a stream of one-GPU jobs cannot starve it.",
+    )
     pool_gpus: str = Field(
         default="",
         description='GPUs the pool is configured to have, for placement before workers register: "A100:80,L4:24".',

@@ -249,7 +249,9 @@ class FaultStack:
                 os.kill(pid, signal.SIGKILL)
 
     def wait_registered(self, name: str, timeout: float = 60) -> None:
-        """Wait until worker `name` has a row (its first heartbeat)."""
+        """Wait until worker `name` has its rows (its first heartbeat; a row per slot when it owns several)."""
+        from sqlalchemy import select
+
         from db.models import Worker
 
         proc, worker_id = self.workers[name], self.worker_id(name)
@@ -257,7 +259,7 @@ class FaultStack:
         def registered() -> bool:
             assert proc.poll() is None, f"worker {name} exited with code {proc.returncode}"
             with self.session() as session:
-                return session.get(Worker, worker_id) is not None
+                return session.scalar(select(Worker.id).where(Worker.host_id == worker_id).limit(1)) is not None
 
         wait_until(registered, timeout, interval=0.2, message=f"worker {worker_id} never registered")
 

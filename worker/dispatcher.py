@@ -20,7 +20,7 @@ from core.schemas.spec import ResourceSpec
 from core.settings import get_settings
 from core.storage import configured_store
 from core.tasks import RUN_JOB_TASK, dispatch_doorbell, gpu_queue, worker_queue
-from db.models import TeamQuota
+from db.models import TeamQuota, Worker
 from db.repositories import jobs, quotas, usage, workers
 from db.session import unit_of_work
 from worker import dbretry, reaper, uploads_sweeper
@@ -41,7 +41,8 @@ def dispatch(send: Sender) -> list[str]:
             log.warning("placing again jobs whose message went unclaimed: %s", resent)
         workers.release_stale_reservations(session)
         usage.close_orphans(session)
-        idle = workers.lock_idle_workers(session, now - timedelta(seconds=settings.worker_lost_seconds), gpu_queue())
+        alive_since = now - timedelta(seconds=settings.worker_lost_seconds)
+        idle = workers.lock_idle_workers(session, alive_since, gpu_queue())
         if not idle:
             return []
         # A few more than the idle workers per team, so jobs that fit no idle GPU cannot block the rest.
@@ -54,7 +55,7 @@ def dispatch(send: Sender) -> list[str]:
         running = jobs.count_by_team_status(session, [JobStatus.RUNNING])
         host_of = {w.id: w.host_id for w in idle}
         chosen = scheduling.assign(
-            [Slot(w.id, w.device, w.gpu_name, w.gpu_memory_total, w.host_id) for w in idle],
+            [_slot(w) for w in idle],
             [
                 scheduling.Candidate(
                     j.id,
@@ -71,6 +72,10 @@ def dispatch(send: Sender) -> list[str]:
             _decayed_usage(session, now, settings.fair_share_half_life_seconds),
             running={t: running.get((t, JobStatus.RUNNING.value), 0) for t in team_ids},
             max_running={t: q.max_running_jobs for t, q in limits.items()},
+            # A multi-GPU job waiting past the bound gets a host held for it, where busy GPUs will free up.
+            busy=[_slot(w) for w in workers.busy_slots(session, alive_since, gpu_queue())],
+            now=now.timestamp(),
+            reserve_after_seconds=settings.gang_reserve_after_seconds,
         )
         for a in chosen:
             jobs.mark_dispatched(session, a.job_id, a.slots[0])
@@ -79,6 +84,10 @@ def dispatch(send: Sender) -> list[str]:
     for a in chosen:  # after the commit: a worker that gets the message finds the rows as we left them
         send(a.job_id, host_of[a.slots[0]])
     return [a.job_id for a in chosen]
+
+
+def _slot(w: Worker) -> Slot:
+    return Slot(w.id, w.device, w.gpu_name, w.gpu_memory_total, w.host_id)
 
 
 def _decayed_usage(session: Session, now: datetime, half_life: float) -> dict[str, float]:

@@ -103,6 +103,17 @@ def lock_idle_workers(session: Session, since: datetime, queue: str) -> list[Wor
     return list(session.scalars(stmt.order_by(Worker.id).with_for_update(skip_locked=True)))
 
 
+def busy_slots(session: Session, since: datetime, queue: str) -> list[Worker]:
+    """Live slots of `queue` running or reserved for a job (not locked): where a waiting multi-GPU job's GPUs will
+    free up, for the scheduler's host reservation."""
+    stmt = select(Worker).where(
+        Worker.last_heartbeat >= since,
+        Worker.current_job_id.is_not(None) | Worker.reserved_job_id.is_not(None),
+        Worker.queue == queue,
+    )
+    return list(session.scalars(stmt.order_by(Worker.id)))
+
+
 def reserve(session: Session, worker_id: str, job_id: str) -> None:
     session.execute(update(Worker).where(Worker.id == worker_id).values(reserved_job_id=job_id))
 
