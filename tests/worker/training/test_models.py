@@ -48,11 +48,6 @@ def answer(model_dir: Path, question: str) -> str:
     return str(tokenizer.decode(output[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True))
 
 
-@pytest.fixture(scope="module")
-def smollm2() -> Path:
-    return fetch_smollm2(MODEL_CACHE)
-
-
 @pytest.mark.slow
 def test_fetch_smollm2_is_idempotent_and_the_model_answers(smollm2: Path) -> None:
     started = time.monotonic()
