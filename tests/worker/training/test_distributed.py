@@ -1,0 +1,124 @@
+"""The recipe in a torchrun job of 2 CPU processes (gloo): the same training as one process, one stop for all ranks,
+rank 0 alone reporting, and the refusals of what the stack cannot run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.worker.training.helpers import RecordingReporter, SpecFactory, varied_rows, write_jsonl
+from worker.training import TrainingError, TrainingPaths, run_training
+
+ROOT = Path(__file__).resolve().parents[3]
+RANKS = 2
+# Float32 on one CPU: the two runs differ only in the order of sums (each rank's token sum, then the all-reduce),
+# about 1e-7 of the loss (measured: ≤ 5e-7 after 3 steps). A step at lr 1e-2 moves the loss by ~0.1; training on
+# the wrong examples (a rank on the other's share, or on all of them) moves it by more than 1e-3.
+LOSS_TOLERANCE = 1e-5
+
+
+def _spec(make_spec: SpecFactory, **training: Any) -> Any:
+    return make_spec(epochs=1, batch_size=4, training={"parallelism": "ddp", "max_steps": 3, **training})
+
+
+def torchrun(tmp_path: Path, spec: Any, model: Path, train: Path, pause_at_step: int | None = None) -> list[Any]:
+    """Run tests.support.distributed_run in RANKS gloo processes; the record of each rank, rank 0 first."""
+    config = {
+        "spec": spec.model_dump(mode="json"),
+        "base_model": str(model),
+        "train_file": str(train),
+        "output_dir": str(tmp_path / "out"),
+        "record_dir": str(tmp_path / "records"),
+        "pause_at_step": pause_at_step,
+    }
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "run.json").write_text(json.dumps(config))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={RANKS}"]
+    done = subprocess.run(
+        [*cmd, "-m", "tests.support.distributed_run", str(tmp_path / "run.json")],
+        cwd=ROOT,
+        env=env | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=240,  # a rank stuck in a collective fails the test instead of hanging it
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return [json.loads((tmp_path / "records" / f"rank-{r}.json").read_text()) for r in range(RANKS)]
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Examples of different lengths: each step's examples are visible in its token count.
+    return write_jsonl(tmp_path_factory.mktemp("ddp") / "train.jsonl", varied_rows("chat", n=16))
+
+
+def test_two_ranks_train_as_one_process_with_the_same_batch(
+    tiny_model: Path, train_file: Path, make_spec: SpecFactory, tmp_path: Path
+) -> None:
+    spec = _spec(make_spec)
+    alone = RecordingReporter()
+    run_training(spec, TrainingPaths(tiny_model, train_file, None, tmp_path / "alone"), alone, device="cpu")
+
+    main, other = torchrun(tmp_path / "ddp", spec, tiny_model, train_file)
+
+    assert main["outcome"] == other["outcome"] == "succeeded"
+    assert [s["step"] for s in main["steps"]] == [m.step for m in alone.steps] == [1, 2, 3]
+    for ddp, one in zip(main["steps"], alone.steps, strict=True):
+        assert ddp["train_loss"] == pytest.approx(one.train_loss, abs=LOSS_TOLERANCE)
+        # Each rank trained a disjoint half of the same 4 examples: together exactly the single run's tokens.
+        assert (ddp["tokens"], ddp["epoch"]) == (one.tokens, one.epoch)
+    assert main["steps"][-1]["train_loss"] < main["steps"][0]["train_loss"]
+    plan = main["batching"]
+    assert (plan["world_size"], plan["micro_batch_per_rank"] * plan["accumulation"], plan["examples_per_step"]) == (
+        RANKS,
+        2,
+        4,
+    )
+    assert other["steps"] == [] and other["events"] == []  # rank 1 reported nothing
+    assert other["polls"] == 1 + 3  # it still took part in every step's stop decision (train begin + 3 steps)
+
+
+def test_a_pause_on_rank_0_stops_both_ranks_at_the_same_step(
+    tiny_model: Path, train_file: Path, make_spec: SpecFactory, tmp_path: Path
+) -> None:
+    main, other = torchrun(tmp_path, _spec(make_spec, max_steps=8), tiny_model, train_file, pause_at_step=2)
+
+    assert main["outcome"] == other["outcome"] == "paused"
+    assert main["step"] == other["step"] < 8
+    saved = [e for e in main["events"] if e.startswith(f"checkpoint {main['step']}:")]
+    # The checkpoint to resume from holds both ranks' RNG states: it was copied once both had written.
+    assert len(saved) == 1 and "rng_state_0.pth" in saved[0] and "rng_state_1.pth" in saved[0]
+
+
+@pytest.fixture
+def as_rank_0_of_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process as torchrun's rank 0 of 2 (the refusals come before the process group is joined)."""
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": str(RANKS)}.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.usefixtures("as_rank_0_of_2")
+@pytest.mark.parametrize(
+    ("batch_size", "parallelism", "code", "named"),
+    [
+        (3, "ddp", "invalid_batch_size", "hyperparameters.batch_size=3"),
+        (4, "fsdp", "unsupported_parallelism", 'training.parallelism "fsdp"'),
+    ],
+)
+def test_what_cannot_run_on_the_ranks_is_refused(
+    tiny_model: Path, train_file: Path, make_spec: SpecFactory, tmp_path: Path, batch_size: int,
+    parallelism: str, code: str, named: str,
+) -> None:  # fmt: skip
+    spec = make_spec(epochs=1, batch_size=batch_size, training={"parallelism": parallelism})
+    with pytest.raises(TrainingError) as caught:
+        run_training(spec, TrainingPaths(tiny_model, train_file, None, tmp_path / "out"), RecordingReporter(), "cpu")
+
+    assert caught.value.code == code and named in caught.value.message
+    assert caught.value.side == "user"
