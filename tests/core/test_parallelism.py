@@ -11,7 +11,7 @@ from core.schemas.spec import JobSpec, ResolvedHyperparameters
 
 def _spec(parallelism: str = "auto", method: str = "supervised") -> JobSpec:
     hyper = ResolvedHyperparameters(n_epochs=1, batch_size=4, learning_rate_multiplier=1.0)
-    return JobSpec(hyperparameters=hyper, training={"parallelism": parallelism}, method=method)  # type: ignore[arg-type]
+    return JobSpec(hyperparameters=hyper, training={"parallelism": parallelism}, method=method)
 
 
 def test_without_torchrun_a_process_trains_alone() -> None:

@@ -1,7 +1,7 @@
 """Drive `run_training` in each process of a torchrun job (or alone), recording what every rank saw.
 
 `python -m torch.distributed.run --standalone --nproc-per-node 2 -m tests.support.distributed_run RUN.json` reads
-{"spec", "base_model", "train_file", "output_dir", "record_dir", "pause_at_step"?} and writes
+{"spec", "base_model", "train_file", "output_dir", "record_dir", "pause_at_step"?, "resume_from"?} and writes
 record_dir/rank-<RANK>.json: {"rank", "world_size", "steps": [StepMetrics…] (what its reporter got),
 "events": [messages], "outcome": "succeeded" | "paused" | "cancelled" | "<error code>", "step", "message",
 "batching"}. Only rank 0 gets the recording reporter, as in a worker; the others get worker.training's
@@ -52,7 +52,10 @@ def main(config_path: Path) -> None:
     rank = rank_from_env()
     recorder = _Recorder(config.get("pause_at_step"))
     reporter = recorder if rank.is_main else NullReporter()
-    paths = TrainingPaths(Path(config["base_model"]), Path(config["train_file"]), None, Path(config["output_dir"]))
+    resume = Path(config["resume_from"]) if config.get("resume_from") else None
+    paths = TrainingPaths(
+        Path(config["base_model"]), Path(config["train_file"]), None, Path(config["output_dir"]), resume_from=resume
+    )
     record: dict[str, Any] = {"rank": rank.rank, "world_size": rank.world_size}
     try:
         result = run_training(

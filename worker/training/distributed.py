@@ -88,6 +88,15 @@ def trainer_arguments(strategy: Strategy, device: str) -> dict[str, Any]:
     }
 
 
+def plain_cpu_device(args: Any) -> None:
+    """Make a CPU rank's TrainingArguments.device plain "cpu": accelerate gives CPU ranks an indexed device
+    ("cpu:0"), and the Trainer then resumes a checkpoint with torch.load(map_location="cpu:0"), which torch 2.13
+    refuses ("don't know how to restore data location ... cpu:0")."""
+    device = args.device
+    if device.type == "cpu" and device.index is not None:
+        args.__dict__["_setup_devices"] = torch.device("cpu")  # the cached_property that `device` returns
+
+
 def shutdown() -> None:
     """Leave the process group once training is over, so an idle rank's exit does not look like a failure."""
     if dist.is_available() and dist.is_initialized():

@@ -19,7 +19,7 @@ from trl import DPOConfig, DPOTrainer
 from core.parallelism import Rank, Strategy
 from core.schemas.method import DpoSpec
 from core.schemas.spec import JobSpec
-from worker.training import config
+from worker.training import config, distributed
 from worker.training.callbacks import ReporterCallback
 from worker.training.interfaces import Reporter, TrainingOptions, TrainingPaths, TrainingResult
 from worker.training.lineage import continue_adapter
@@ -94,6 +94,8 @@ def run_dpo(
         callbacks=[callback],
     )
     trainer.remove_callback(PrinterCallback)
+    if rank.distributed:
+        distributed.plain_cpu_device(trainer.args)  # as in the SFT recipe: a checkpoint must resume
     peft_model = trainer.model
     assert isinstance(peft_model, PeftModel)
     if quantized and config.compute_dtype(spec, device) == torch.float32:  # as in the SFT recipe

@@ -163,6 +163,8 @@ def _run(
             raise TrainingError("invalid_target_modules", f"{exc} Use 'attention' or 'all-linear'.") from exc
         raise
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; the reporter has them
+    if rank.distributed:
+        distributed.plain_cpu_device(trainer.args)
     # An OOM step is retried with a halved micro-batch; not with several ranks, whose gradient all-reduce expects
     # the same number of backward passes from each.
     if not rank.distributed:

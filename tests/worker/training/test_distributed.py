@@ -27,9 +27,12 @@ def _spec(make_spec: SpecFactory, **training: Any) -> Any:
     return make_spec(epochs=1, batch_size=4, training={"parallelism": "ddp", "max_steps": 3, **training})
 
 
-def torchrun(tmp_path: Path, spec: Any, model: Path, train: Path, pause_at_step: int | None = None) -> list[Any]:
+def torchrun(
+    tmp_path: Path, spec: Any, model: Path, train: Path, pause_at_step: int | None = None, resume: Path | None = None
+) -> list[Any]:
     """Run tests.support.distributed_run in RANKS gloo processes; the record of each rank, rank 0 first."""
     config = {
+        "resume_from": str(resume) if resume else None,
         "spec": spec.model_dump(mode="json"),
         "base_model": str(model),
         "train_file": str(train),
@@ -85,16 +88,25 @@ def test_two_ranks_train_as_one_process_with_the_same_batch(
     assert other["polls"] == 1 + 3  # it still took part in every step's stop decision (train begin + 3 steps)
 
 
-def test_a_pause_on_rank_0_stops_both_ranks_at_the_same_step(
+def test_a_pause_on_rank_0_stops_both_ranks_at_the_same_step_and_both_resume(
     tiny_model: Path, train_file: Path, make_spec: SpecFactory, tmp_path: Path
 ) -> None:
-    main, other = torchrun(tmp_path, _spec(make_spec, max_steps=8), tiny_model, train_file, pause_at_step=2)
+    spec = _spec(make_spec, max_steps=5, save_every_steps=100)
+    main, other = torchrun(tmp_path / "paused", spec, tiny_model, train_file, pause_at_step=1)
 
     assert main["outcome"] == other["outcome"] == "paused"
-    assert main["step"] == other["step"] < 8
-    saved = [e for e in main["events"] if e.startswith(f"checkpoint {main['step']}:")]
+    paused = main["step"]
+    assert other["step"] == paused < 5
+    saved = [e for e in main["events"] if e.startswith("checkpoint ")]
     # The checkpoint to resume from holds both ranks' RNG states: it was copied once both had written.
-    assert len(saved) == 1 and "rng_state_0.pth" in saved[0] and "rng_state_1.pth" in saved[0]
+    assert len(saved) == 1 and saved[0].startswith(f"checkpoint {paused}:")
+    assert "rng_state_0.pth" in saved[0] and "rng_state_1.pth" in saved[0]
+
+    checkpoint = tmp_path / "paused" / "out" / "trainer" / f"checkpoint-{paused}"
+    main, other = torchrun(tmp_path / "resumed", spec, tiny_model, train_file, resume=checkpoint)
+
+    assert main["outcome"] == other["outcome"] == "succeeded"
+    assert [s["step"] for s in main["steps"]] == list(range(paused + 1, 6))
 
 
 @pytest.fixture
