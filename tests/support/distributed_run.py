@@ -1,7 +1,7 @@
 """Drive `run_training` in each process of a torchrun job (or alone), recording what every rank saw.
 
 `python -m torch.distributed.run --standalone --nproc-per-node 2 -m tests.support.distributed_run RUN.json` reads
-{"spec", "base_model", "train_file", "output_dir", "record_dir", "pause_at_step"?, "resume_from"?} and writes
+{"spec", "base_model", "train_file", "output_dir", "record_dir", "pause_at_step"?, "resume_from"?, "device"?} and writes
 record_dir/rank-<RANK>.json: {"rank", "world_size", "steps": [StepMetrics…] (what its reporter got),
 "events": [messages], "outcome": "succeeded" | "paused" | "cancelled" | "<error code>", "step", "message",
 "batching"}. Only rank 0 gets the recording reporter, as in a worker; the others get worker.training's
@@ -59,7 +59,7 @@ def main(config_path: Path) -> None:
     record: dict[str, Any] = {"rank": rank.rank, "world_size": rank.world_size}
     try:
         result = run_training(
-            JobSpec.model_validate(config["spec"]), paths, reporter, device="cpu",
+            JobSpec.model_validate(config["spec"]), paths, reporter, device=config.get("device", "cpu"),
             options=TrainingOptions(data_cache_dir=Path(config["output_dir"]) / "data-cache"),
         )  # fmt: skip
         record |= {"outcome": "succeeded", "step": result.steps, "batching": result.batching}

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from tests.worker.training.helpers import RecordingReporter, SpecFactory, varied_rows, write_jsonl
-from worker.training import TrainingError, TrainingPaths, run_training
+from worker.training import TrainingError, TrainingPaths, config, distributed, run_training
 
 ROOT = Path(__file__).resolve().parents[3]
 RANKS = 2
@@ -28,10 +29,18 @@ def _spec(make_spec: SpecFactory, **training: Any) -> Any:
 
 
 def torchrun(
-    tmp_path: Path, spec: Any, model: Path, train: Path, pause_at_step: int | None = None, resume: Path | None = None
+    tmp_path: Path,
+    spec: Any,
+    model: Path,
+    train: Path,
+    pause_at_step: int | None = None,
+    resume: Path | None = None,
+    device: str = "cpu",
 ) -> list[Any]:
-    """Run tests.support.distributed_run in RANKS gloo processes; the record of each rank, rank 0 first."""
-    config = {
+    """Run tests.support.distributed_run in RANKS processes (gloo on the CPU); the record of each rank, rank 0
+    first."""
+    run = {
+        "device": device,
         "resume_from": str(resume) if resume else None,
         "spec": spec.model_dump(mode="json"),
         "base_model": str(model),
@@ -41,7 +50,7 @@ def torchrun(
         "pause_at_step": pause_at_step,
     }
     tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "run.json").write_text(json.dumps(config))
+    (tmp_path / "run.json").write_text(json.dumps(run))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={RANKS}"]
     done = subprocess.run(
@@ -134,3 +143,32 @@ def test_what_cannot_run_on_the_ranks_is_refused(
 
     assert caught.value.code == code and named in caught.value.message
     assert caught.value.side == "user"
+
+
+def test_fsdp_stores_4bit_weights_in_the_compute_dtype_and_wraps_each_decoder_layer(make_spec: SpecFactory) -> None:
+    spec = make_spec(quantization={"mode": "nf4"})
+    sharded, plain = config.bnb_config(spec, "cpu", sharded=True), config.bnb_config(spec, "cpu")
+    assert sharded is not None and plain is not None
+    assert (sharded.bnb_4bit_quant_storage, plain.bnb_4bit_quant_storage) == (torch.float32, torch.uint8)
+    fsdp = distributed.trainer_arguments("fsdp", "cuda:1")
+    assert fsdp["ddp_backend"] == "nccl" and fsdp["fsdp"] is True
+    assert fsdp["fsdp_config"]["version"] == 2 and fsdp["fsdp_config"]["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert distributed.trainer_arguments("ddp", "cpu") == {"ddp_backend": "gloo", "ddp_find_unused_parameters": False}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < RANKS, reason=f"needs {RANKS} CUDA GPUs")
+@pytest.mark.parametrize(("parallelism", "quantization"), [("ddp", "nf4"), ("fsdp", "none"), ("fsdp", "nf4")])
+def test_two_gpus_train_with_ddp_and_fsdp(
+    tiny_model: Path, train_file: Path, make_spec: SpecFactory, tmp_path: Path, parallelism: str, quantization: str
+) -> None:
+    spec = make_spec(
+        epochs=1, batch_size=4, quantization={"mode": quantization},
+        training={"parallelism": parallelism, "max_steps": 3},
+    )  # fmt: skip
+    main, other = torchrun(tmp_path, spec, tiny_model, train_file, device="auto")
+
+    assert main["outcome"] == other["outcome"] == "succeeded", main.get("message")
+    assert any(f"{parallelism} over {RANKS} ranks" in e for e in main["events"])
+    assert [s["step"] for s in main["steps"]] == [1, 2, 3]
+    assert any(e.startswith("Saving adapter") for e in main["events"])
