@@ -70,13 +70,15 @@ def test_the_outcome_keeps_the_errors_side(code: str, side: str) -> None:
     assert outcome.error.model_dump(mode="json") == expected
 
 
-def _running_job(api, team, register_worker, cancel_leftovers, max_steps: int) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+def _running_job(  # type: ignore[no-untyped-def]
+    api, team, register_worker, cancel_leftovers, max_steps: int, batch_size: int = 2
+) -> tuple[str, int]:
     """A claimed DDP job of the tiny model: its id and claim."""
     from db.models import TrainingJob
     from db.session import unit_of_work
 
     body = {
-        "hyperparameters": {"batch_size": 2, "n_epochs": 1},
+        "hyperparameters": {"batch_size": batch_size, "n_epochs": 1},
         "training": {"max_steps": max_steps, "parallelism": "ddp", "max_seq_length": 64, "save_every_steps": 100},
         "artifacts": ["adapter"],
     }
@@ -104,10 +106,10 @@ def _torchrun(job_id: str, workdir: Path, attempt: int) -> subprocess.Popen[str]
     )
 
 
-def _outcome(child: subprocess.Popen[str], workdir: Path) -> dict[str, Any]:
+def _outcome(child: subprocess.Popen[str], workdir: Path, returncode: int = 0) -> dict[str, Any]:
     """Rank 0's result.json once torchrun exited (a rank stuck in a collective fails the test, not hangs it)."""
     output, _ = child.communicate(timeout=240)
-    assert child.returncode == 0, output[-4000:]
+    assert child.returncode == returncode, output[-4000:]
     outcome: dict[str, Any] = json.loads((workdir / "result.json").read_text())
     return outcome
 
@@ -170,3 +172,18 @@ def test_a_pause_under_torchrun_stops_both_ranks_and_both_resume_from_the_stored
     assert steps == [1, 2, 3, 4, 5, 6]
     assert [(e.data or {}).get("step") for e in logged if e.type == "metrics"] == steps  # none twice
     assert sum(e.message.startswith("Resuming from the checkpoint") for e in logged) == 1
+
+
+def test_a_failure_under_torchrun_is_recorded_by_rank_0_and_ends_every_rank(  # type: ignore[no-untyped-def]
+    api, team, register_worker, cancel_leftovers, tmp_path: Path
+) -> None:
+    job_id, attempt = _running_job(api, team, register_worker, cancel_leftovers, max_steps=2, batch_size=3)
+
+    # Each rank exits non-zero on a failure, so torchrun ends any rank still waiting in a collective.
+    outcome = _outcome(_torchrun(job_id, tmp_path, attempt), tmp_path, returncode=1)
+
+    assert outcome["status"] == "failed"
+    error = outcome["error"]
+    assert (error["code"], error["side"]) == ("invalid_batch_size", "user")
+    assert "hyperparameters.batch_size=3" in error["message"]
+    assert _written(job_id)[0] == []

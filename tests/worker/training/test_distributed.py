@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import torch
 
+from core.schemas.spec import JobSpec, ResolvedHyperparameters
 from tests.worker.training.helpers import RecordingReporter, SpecFactory, varied_rows, write_jsonl
 from worker.training import TrainingError, TrainingPaths, config, distributed, run_training
 
@@ -116,6 +117,32 @@ def test_a_pause_on_rank_0_stops_both_ranks_at_the_same_step_and_both_resume(
 
     assert main["outcome"] == other["outcome"] == "succeeded"
     assert [s["step"] for s in main["steps"]] == list(range(paused + 1, 6))
+
+
+def test_dpo_trains_on_two_ranks(tiny_model: Path, tmp_path: Path) -> None:
+    pairs = [
+        {
+            "input": {"messages": [{"role": "user", "content": f"Capital of country {i}?"}]},
+            "preferred_output": [{"role": "assistant", "content": "A short, direct answer."}],
+            "non_preferred_output": [{"role": "assistant", "content": "I refuse to answer that question."}],
+        }
+        for i in range(4)
+    ]
+    spec = JobSpec(
+        hyperparameters=ResolvedHyperparameters(n_epochs=1, batch_size=2, learning_rate_multiplier=1.0),
+        lora={"r": 8, "alpha": 16, "dropout": 0.0},
+        quantization={"mode": "none"},
+        training={"learning_rate": 5e-3, "max_seq_length": 64, "warmup_ratio": 0.0, "parallelism": "ddp"},
+        artifacts=["adapter"],
+        method="dpo",
+    )
+    main, other = torchrun(tmp_path, spec, tiny_model, write_jsonl(tmp_path / "pairs.jsonl", pairs))
+
+    assert main["outcome"] == other["outcome"] == "succeeded", main.get("message")
+    # 4 pairs at batch_size 2 over 2 ranks: one pair per rank per step, 2 steps to the epoch.
+    assert [(s["step"], s["epoch"]) for s in main["steps"]] == [(1, 0.5), (2, 1.0)]
+    assert main["steps"][-1]["rewards_accuracies"] is not None
+    assert any(e.startswith("Saving adapter") for e in main["events"]) and other["events"] == []
 
 
 @pytest.fixture
