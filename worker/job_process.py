@@ -9,8 +9,11 @@ copy of the inputs (WORKDIR/rank-N/ beside rank 0's WORKDIR), so no two processe
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from worker.training.errors import TrainingCancelled, TrainingError, TrainingPau
 from worker.training.interfaces import NullReporter, TrainingOptions, TrainingPaths
 
 log = logging.getLogger("worker.job_process")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
@@ -171,6 +175,15 @@ def _forget_steps_after(job_id: str, step: int) -> None:
         log.info("dropped %d metrics events after step %d; they will be trained again", dropped, step)
 
 
+def _die_with_launcher() -> None:
+    """Under torchrun, which starts each rank in a session of its own: the kernel kills this rank when torchrun dies
+    (the runner killing it, or its worker dying), so no rank trains on for a job nobody watches."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # torchrun died before the call: nothing would send the signal now
+            os._exit(1)
+
+
 def training_failure(exc: TrainingError) -> JobOutcome:
     """The outcome of a failed run: the error's own code, message and side (the user's data or the system)."""
     return JobOutcome.failed(exc.code, str(exc), exc.side)
@@ -181,6 +194,8 @@ if __name__ == "__main__":
     job, work = sys.argv[1], Path(sys.argv[2])
     claim = int(sys.argv[3]) if len(sys.argv) > 3 else None
     me = rank_from_env()
+    if me.distributed:
+        _die_with_launcher()
     try:
         outcome = main(job, work, claim)
     except Exception as exc:  # anything unexpected is the system's fault, recorded rather than lost

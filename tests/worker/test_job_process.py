@@ -187,3 +187,24 @@ def test_a_failure_under_torchrun_is_recorded_by_rank_0_and_ends_every_rank(  # 
     assert (error["code"], error["side"]) == ("invalid_batch_size", "user")
     assert "hyperparameters.batch_size=3" in error["message"]
     assert _written(job_id)[0] == []
+
+
+def test_the_ranks_die_with_torchrun(  # type: ignore[no-untyped-def]
+    api, team, register_worker, cancel_leftovers, tmp_path: Path
+) -> None:
+    """torchrun starts each rank in a session of its own, out of reach of the runner's killpg: killed, it takes
+    them along."""
+    import psutil
+
+    job_id, attempt = _running_job(api, team, register_worker, cancel_leftovers, max_steps=500)
+    child = _torchrun(job_id, tmp_path, attempt)
+    wait_until(lambda: _written(job_id)[0], timeout=180, message="no step was logged")
+    ranks = psutil.Process(child.pid).children()
+    assert len(ranks) == 2
+
+    child.kill()
+    child.communicate(timeout=30)
+
+    gone = lambda: all(not r.is_running() or r.status() == psutil.STATUS_ZOMBIE for r in ranks)  # noqa: E731
+    wait_until(gone, timeout=30, message="a rank trained on after torchrun was killed")
+    assert len(_written(job_id)[0]) < 500
