@@ -1,16 +1,24 @@
 """Child process that trains one job: `python -m worker.job_process JOB_ID WORKDIR [ATTEMPT]`.
 
 It writes WORKDIR/result.json; the parent (worker.runner) records the outcome from it.
+
+Started by torchrun for a multi-GPU job (one process per GPU, RANK/WORLD_SIZE in the environment), rank 0 alone
+writes to the database (metrics, events, checkpoints, dropped steps) and result.json; every rank fetches its own
+copy of the inputs (WORKDIR/rank-N/ beside rank 0's WORKDIR), so no two processes write one file.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
 from core.enums import ArtifactKind, ErrorSide
+from core.parallelism import Rank, rank_from_env
 from core.registry import load_registry
 from core.schemas.spec import JobSpec
 from core.settings import get_settings
@@ -23,9 +31,10 @@ from worker.dbretry import OUTAGE_PATIENCE_SECONDS, retry_db
 from worker.outcome import JobOutcome, PublishedArtifact
 from worker.reporter import STOP_FILE, DatabaseReporter
 from worker.training.errors import TrainingCancelled, TrainingError, TrainingPaused
-from worker.training.interfaces import TrainingOptions, TrainingPaths
+from worker.training.interfaces import NullReporter, TrainingOptions, TrainingPaths
 
 log = logging.getLogger("worker.job_process")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
@@ -38,9 +47,16 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
     spec = JobSpec.model_validate(job.spec)
     model_name, team_id = job.model, job.team_id
     attempt = job.attempts if attempt is None else attempt
-    reporter = DatabaseReporter(
-        job_id, team_id, store, settings.checkpoints_keep, attempt=attempt, stop_file=workdir / STOP_FILE
+    rank = rank_from_env()
+    # Rank 0 writes to the database and hears stop requests; the callbacks pass them on to the other ranks.
+    reporter: DatabaseReporter | NullReporter = (
+        DatabaseReporter(
+            job_id, team_id, store, settings.checkpoints_keep, attempt=attempt, stop_file=workdir / STOP_FILE
+        )
+        if rank.is_main
+        else NullReporter()
     )
+    inputs = _inputs_dir(workdir, rank)
     try:
         model = load_registry(settings.resolved_model_registry).get(model_name)
         if model is None:
@@ -55,13 +71,13 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
             )
         paths = TrainingPaths(
             base_model=Path(model.source),
-            train_file=fetch(store, train.storage_key, workdir / "train.jsonl"),
-            valid_file=fetch(store, valid.storage_key, workdir / "valid.jsonl") if valid else None,
-            output_dir=workdir / "out",
-            resume_from=_resume_point(store, checkpoints[-1], workdir, reporter) if checkpoints else None,
-            init_adapter=fetch_dir(store, parent.storage_key, workdir / "parent") if parent else None,
+            train_file=fetch(store, train.storage_key, inputs / "train.jsonl"),
+            valid_file=fetch(store, valid.storage_key, inputs / "valid.jsonl") if valid else None,
+            output_dir=workdir / "out",  # shared: the Trainer writes each rank's part of a checkpoint there
+            resume_from=_resume_point(store, checkpoints[-1], inputs, reporter) if checkpoints else None,
+            init_adapter=fetch_dir(store, parent.storage_key, inputs / "parent") if parent else None,
         )
-        if not checkpoints:  # lost before its first checkpoint: every step trains again
+        if not checkpoints and rank.is_main:  # lost before its first checkpoint: every step trains again
             _forget_steps_after(job_id, 0)
         try:
             options = TrainingOptions.from_settings(settings)
@@ -72,6 +88,8 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
             return JobOutcome(status="paused", step=exc.step)
         except TrainingError as exc:
             return training_failure(exc)
+        if not rank.is_main:  # rank 0 publishes the adapter every rank trained
+            return JobOutcome(status="succeeded", trained_tokens=result.trained_tokens)
         reporter.event("Publishing artifacts")
         final = result.final_metrics.model_dump(exclude_none=True) if result.final_metrics else {}
         published: list[PublishedArtifact] = []
@@ -95,15 +113,29 @@ def main(job_id: str, workdir: Path, attempt: int | None = None) -> JobOutcome:
     finally:
         # Steps logged while the database was unreachable wait in memory: write them before the parent records the
         # outcome (after which this claim's writes are refused) and before this process exits with them.
-        if not reporter.flush(OUTAGE_PATIENCE_SECONDS):
+        if isinstance(reporter, DatabaseReporter) and not reporter.flush(OUTAGE_PATIENCE_SECONDS):
             log.error("job %s: the database stayed unreachable; some metrics and events were not stored", job_id)
 
 
-def _resume_point(store: ObjectStore, checkpoint: Artifact, workdir: Path, reporter: DatabaseReporter) -> Path:
+def _inputs_dir(workdir: Path, rank: Rank) -> Path:
+    """Where this rank fetches the job's files and checkpoint: the work dir for rank 0 (as a single process does),
+    a folder of its own for each other rank."""
+    if rank.is_main:
+        return workdir
+    path = workdir / f"rank-{rank.rank}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _resume_point(
+    store: ObjectStore, checkpoint: Artifact, inputs: Path, reporter: DatabaseReporter | NullReporter
+) -> Path:
     """Unpack the newest stored checkpoint (an earlier attempt's, or a pause's) to resume training from it."""
-    dest = workdir / "resume" / f"checkpoint-{checkpoint.step}"
+    dest = inputs / "resume" / f"checkpoint-{checkpoint.step}"
     shutil.rmtree(dest.parent, ignore_errors=True)
     fetch_dir(store, checkpoint.storage_key, dest)
+    if isinstance(reporter, NullReporter):  # rank 0 drops the steps to train again and says so
+        return dest
     _forget_steps_after(checkpoint.job_id, checkpoint.step or 0)
     reporter.event(
         f"Resuming from the checkpoint at step {checkpoint.step}",
@@ -143,6 +175,15 @@ def _forget_steps_after(job_id: str, step: int) -> None:
         log.info("dropped %d metrics events after step %d; they will be trained again", dropped, step)
 
 
+def _die_with_launcher() -> None:
+    """Under torchrun, which starts each rank in a session of its own: the kernel kills this rank when torchrun dies
+    (the runner killing it, or its worker dying), so no rank trains on for a job nobody watches."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() == 1:  # torchrun died before the call: nothing would send the signal now
+            os._exit(1)
+
+
 def training_failure(exc: TrainingError) -> JobOutcome:
     """The outcome of a failed run: the error's own code, message and side (the user's data or the system)."""
     return JobOutcome.failed(exc.code, str(exc), exc.side)
@@ -152,9 +193,22 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     job, work = sys.argv[1], Path(sys.argv[2])
     claim = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    me = rank_from_env()
+    if me.distributed:
+        _die_with_launcher()
     try:
         outcome = main(job, work, claim)
     except Exception as exc:  # anything unexpected is the system's fault, recorded rather than lost
         log.exception("training failed")
         outcome = JobOutcome.failed("internal_error", f"{type(exc).__name__}: {exc}", ErrorSide.SYSTEM)
-    (work / "result.json").write_text(outcome.model_dump_json())
+    if me.is_main:
+        (work / "result.json").write_text(outcome.model_dump_json())
+    if me.distributed:
+        if outcome.status == "failed":
+            # A failure on one rank can leave the others waiting in a collective: a non-zero exit makes torchrun
+            # stop them all (the runner reads rank 0's result.json first, when it wrote one).
+            log.error("rank %d of job %s failed: %s", me.rank, job, outcome.error)
+            sys.exit(1)
+        from worker.training.distributed import shutdown
+
+        shutdown()

@@ -42,8 +42,8 @@ MemoryMode = Literal["auto", "min"]
 class BatchPlan:
     """The batching the recipe trains with; shown on the job (event data, tunepool.json, TrainingResult)."""
 
-    micro_batch: int  # examples per forward/backward (packed: flattened into one padding-free row)
-    accumulation: int  # micro-batches per optimizer step
+    micro_batch: int  # examples per forward/backward of one rank (packed: flattened into one padding-free row)
+    accumulation: int  # micro-batches per optimizer step, on each rank
     row_tokens: int  # the longest example's tokens: a micro-batch holds at most micro_batch × row_tokens
     packing: bool
     gradient_checkpointing: bool
@@ -54,6 +54,7 @@ class BatchPlan:
     reason: str = ""
     attention_kernel: str = "sdpa"  # core.memory.Attention the plan was modelled for
     model_bytes: int = 0  # the loaded model, measured when the plan was made
+    world_size: int = 1  # processes (GPUs) training together; each trains micro_batch × accumulation per step
 
     @property
     def planned_peak_bytes(self) -> int:
@@ -69,6 +70,8 @@ class BatchPlan:
         """Plain values for events and manifests, with sizes in GiB."""
         data = asdict(self)
         data["micro_tokens"] = self.micro_tokens
+        data["micro_batch_per_rank"] = self.micro_batch
+        data["examples_per_step"] = self.micro_batch * self.accumulation * self.world_size
         data["budget_gib"] = round(self.budget_bytes / GIB, 2)
         data["estimated_peak_gib"] = round(self.estimated_peak_bytes / GIB, 2)
         data["planned_peak_bytes"] = self.planned_peak_bytes
@@ -131,11 +134,13 @@ def plan_batches(
     quantized: bool = True,
     value_bytes: int = 2,
     model_bytes: int = 0,
+    world_size: int = 1,
 ) -> BatchPlan:
     """The fastest (micro-batch, accumulation, checkpointing) whose estimated peak fits `budget_bytes`.
 
     `checkpointing` None lets the planner choose; True/False is the user's explicit choice. Nothing fits at all →
-    micro-batch 1 with checkpointing (the smallest plan), and the OOM back-off has the last word."""
+    micro-batch 1 with checkpointing (the smallest plan), and the OOM back-off has the last word. With
+    `world_size` ranks each plans its equal share of `effective_examples` (the caller checked it divides)."""
     row_tokens = min(max_seq_length, max(lengths))
     kernel = attention_kernel(attention, packing)
     # Tokens a micro-batch example carries: packed, about the mean (no padding); padded, the longest.
@@ -149,7 +154,7 @@ def plan_batches(
         )
 
     # A step never holds more examples than the dataset has (a small file with a large batch_size).
-    step_rows = max(1, min(effective_examples, len(lengths)))
+    step_rows = max(1, min(effective_examples // world_size, math.ceil(len(lengths) / world_size)))
     base = BatchPlan(
         1,
         step_rows,
@@ -162,6 +167,7 @@ def plan_batches(
         memory_mode,
         attention_kernel=kernel,
         model_bytes=model_bytes,
+        world_size=world_size,
     )
     if memory_mode == "min":
         ckpt = checkpointing is not False
@@ -237,6 +243,7 @@ def measure_and_plan(
     lora_targets: str | list[str],
     budget_gib: float | None = None,
     attention: str = "sdpa",
+    world_size: int = 1,
 ) -> BatchPlan:
     """Plan for a loaded (not yet adapted) model on `device`, from its config and the device's free memory (or
     `budget_gib`, the worker's TUNEPOOL_MEMORY_BUDGET_GIB)."""
@@ -267,6 +274,7 @@ def measure_and_plan(
         quantized=quantized,
         value_bytes=2 if device.startswith("cuda") else 4,
         model_bytes=loaded,
+        world_size=world_size,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from core.schemas.metrics import StepMetrics
+from worker.training import distributed
 from worker.training.interfaces import Reporter
 from worker.training.rewards import reward_fields
 
@@ -59,6 +60,8 @@ class ReporterCallback(TrainerCallback):
         assert args.output_dir is not None  # the recipe always sets it (TrainingArguments allows None)
         path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         metrics = self.last if self.last is not None and self.last.step == state.global_step else None
+        # Each rank writes its own RNG state (and FSDP shard) into the checkpoint: copy it once all have.
+        distributed.barrier()
         self.reporter.checkpoint(state.global_step, path, metrics)
 
     def on_epoch_end(
@@ -143,7 +146,8 @@ class ReporterCallback(TrainerCallback):
 
     def _poll(self, control: TrainerControl, state: TrainerState) -> None:
         if not (self.cancelled or self.paused):
-            request = self.reporter.should_stop()
+            # Only rank 0's reporter hears the request; every rank must stop after the same step (or hang).
+            request = distributed.agree_on_stop(self.reporter.should_stop())
             if request == "pause":
                 # Pausing at the last step would only delay the finish: let it complete instead.
                 self.paused = state.global_step < state.max_steps or state.max_steps <= 0

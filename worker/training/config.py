@@ -13,7 +13,9 @@ from transformers import BitsAndBytesConfig
 from trl import SFTConfig
 
 from core.enums import QuantizationMode
+from core.parallelism import Strategy
 from core.schemas.spec import JobSpec
+from worker.training import distributed
 from worker.training.errors import TrainingError
 
 log = logging.getLogger(__name__)
@@ -86,8 +88,11 @@ def merge_dtype(device: str) -> torch.dtype:
     return torch.bfloat16
 
 
-def bnb_config(spec: JobSpec, device: str) -> BitsAndBytesConfig | None:
-    """QLoRA's 4-bit loading config, or None for plain LoRA (asked for, or no bitsandbytes backend)."""
+def bnb_config(spec: JobSpec, device: str, sharded: bool = False) -> BitsAndBytesConfig | None:
+    """QLoRA's 4-bit loading config, or None for plain LoRA (asked for, or no bitsandbytes backend).
+
+    `sharded` (FSDP): the packed 4-bit weights are stored in the compute dtype, so FSDP can flatten and shard them
+    with the layer's other parameters (FSDP-QLoRA); unsharded they are plain bytes."""
     if not wants_quantization(spec, device):
         return None
     return BitsAndBytesConfig(  # type: ignore[no-untyped-call]  # transformers leaves its __init__ unannotated
@@ -95,7 +100,7 @@ def bnb_config(spec: JobSpec, device: str) -> BitsAndBytesConfig | None:
         bnb_4bit_quant_type=spec.quantization.mode.value,
         bnb_4bit_use_double_quant=spec.quantization.double_quant,
         bnb_4bit_compute_dtype=compute_dtype(spec, device),
-        bnb_4bit_quant_storage=torch.uint8,
+        bnb_4bit_quant_storage=compute_dtype(spec, device) if sharded else torch.uint8,
     )
 
 
@@ -118,8 +123,18 @@ def optimizer_name(device: str, quantized: bool) -> str:
     return "adamw_torch"
 
 
-def sft_config(spec: JobSpec, *, output_dir: Path, device: str, quantized: bool, has_eval: bool) -> SFTConfig:
-    """TRL's training arguments for this spec; checkpoints go to output_dir/checkpoint-<step>/."""
+def sft_config(
+    spec: JobSpec,
+    *,
+    output_dir: Path,
+    device: str,
+    quantized: bool,
+    has_eval: bool,
+    strategy: Strategy = "single",
+    world_size: int = 1,
+) -> SFTConfig:
+    """TRL's training arguments for this spec; checkpoints go to output_dir/checkpoint-<step>/. With `world_size`
+    processes each trains its share of batch_size (examples per step, all processes together)."""
     t = spec.training
     if not has_eval:
         eval_strategy, eval_steps = "no", None
@@ -128,7 +143,7 @@ def sft_config(spec: JobSpec, *, output_dir: Path, device: str, quantized: bool,
     else:
         eval_strategy, eval_steps = "epoch", None
     gradient_checkpointing = quantized if t.gradient_checkpointing is None else t.gradient_checkpointing
-    batch = spec.hyperparameters.batch_size
+    batch = max(1, spec.hyperparameters.batch_size // world_size)
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=spec.hyperparameters.n_epochs,
@@ -165,4 +180,5 @@ def sft_config(spec: JobSpec, *, output_dir: Path, device: str, quantized: bool,
         fp16=False,
         use_cpu=device == "cpu",
         dataloader_pin_memory=device.startswith("cuda"),
+        **distributed.trainer_arguments(strategy, device),
     )

@@ -16,9 +16,10 @@ from peft import PeftModel
 from transformers import PrinterCallback, TrainingArguments
 from trl import DPOConfig, DPOTrainer
 
+from core.parallelism import Rank, Strategy
 from core.schemas.method import DpoSpec
 from core.schemas.spec import JobSpec
-from worker.training import config
+from worker.training import config, distributed
 from worker.training.callbacks import ReporterCallback
 from worker.training.interfaces import Reporter, TrainingOptions, TrainingPaths, TrainingResult
 from worker.training.lineage import continue_adapter
@@ -41,9 +42,16 @@ _REFERENCE = "ref"  # the adapter name DPOTrainer gives its frozen copy of a pre
 
 
 def run_dpo(
-    spec: JobSpec, paths: TrainingPaths, reporter: Reporter, device: str, options: TrainingOptions
+    spec: JobSpec,
+    paths: TrainingPaths,
+    reporter: Reporter,
+    device: str,
+    options: TrainingOptions,
+    rank: Rank = Rank(),
+    strategy: Strategy = "single",
 ) -> TrainingResult:
-    """Preference-tune `paths.base_model` (or the parent adapter) on `paths.train_file`'s pairs per `spec`."""
+    """Preference-tune `paths.base_model` (or the parent adapter) on `paths.train_file`'s pairs per `spec`; one of
+    `rank.world_size` DDP processes (FSDP is refused up front, core.parallelism.unsupported_reason)."""
     dpo = spec.dpo or DpoSpec()
     device = config.resolve_device(device)
     _check_inputs(paths)
@@ -69,7 +77,10 @@ def run_dpo(
     if paths.init_adapter is not None:  # SFT → DPO: the parent's adapter is trained on, and is the reference
         model, peft_config = continue_adapter(model, paths.init_adapter, reporter), None
 
-    args = dpo_config(spec, dpo, paths, device=device, quantized=quantized, has_eval=valid is not None)
+    args = dpo_config(
+        spec, dpo, paths, device=device, quantized=quantized, has_eval=valid is not None, strategy=strategy,
+        world_size=rank.world_size,
+    )  # fmt: skip
     if options.optimizer:
         args.optim = options.optimizer
     callback = ReporterCallback(reporter)
@@ -83,6 +94,8 @@ def run_dpo(
         callbacks=[callback],
     )
     trainer.remove_callback(PrinterCallback)
+    if rank.distributed:
+        distributed.plain_cpu_device(trainer.args)  # as in the SFT recipe: a checkpoint must resume
     peft_model = trainer.model
     assert isinstance(peft_model, PeftModel)
     if quantized and config.compute_dtype(spec, device) == torch.float32:  # as in the SFT recipe
@@ -97,6 +110,8 @@ def run_dpo(
         trainer.train(resume_from_checkpoint=str(paths.resume_from) if paths.resume_from else None)
     steps = trainer.state.global_step
     check_finished(callback, steps, reporter, "lower the learning rate or beta")
+    if not rank.is_main:  # rank 0 alone saves and merges
+        return TrainingResult(paths.output_dir / "adapter", None, steps, callback.tokens, callback.last, None)
     if _REFERENCE in peft_model.peft_config:  # the frozen reference is not part of the result
         peft_model.delete_adapter(_REFERENCE)
     manifest = {"method": "dpo"} | run_manifest(
@@ -120,11 +135,19 @@ def _losses(dpo: DpoSpec) -> list[str]:
 
 
 def dpo_config(
-    spec: JobSpec, dpo: DpoSpec, paths: TrainingPaths, *, device: str, quantized: bool, has_eval: bool
+    spec: JobSpec,
+    dpo: DpoSpec,
+    paths: TrainingPaths,
+    *,
+    device: str,
+    quantized: bool,
+    has_eval: bool,
+    strategy: Strategy = "single",
+    world_size: int = 1,
 ) -> DPOConfig:
-    """The SFT recipe's training arguments (schedule, cadence, optimizer, precision) with DPO's own fields."""
+    """The SFT recipe's training arguments (schedule, cadence, optimizer, precision, DDP) with DPO's own fields."""
     sft = config.sft_config(spec, output_dir=paths.output_dir / "trainer", device=device, quantized=quantized,
-                            has_eval=has_eval)  # fmt: skip
+                            has_eval=has_eval, strategy=strategy, world_size=world_size)  # fmt: skip
     shared = {
         f.name: getattr(sft, f.name)
         for f in dataclasses.fields(TrainingArguments)

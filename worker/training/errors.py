@@ -22,6 +22,8 @@ USER_CODES = frozenset(
         "invalid_target_modules",
         "diverged",
         "invalid_spec",
+        "invalid_batch_size",
+        "unsupported_parallelism",
     }
 )
 

@@ -79,6 +79,30 @@ class Reporter(Protocol):
         (True, "cancel") stops and raises TrainingCancelled."""
 
 
+class NullReporter:
+    """The reporter of a rank other than 0 in a multi-process job: rank 0 alone writes the job's metrics, events
+    and checkpoints, and hears its stop requests (the callbacks share them with every rank each step)."""
+
+    def __init__(self) -> None:
+        self.polls = 0  # how often training asked: the callbacks' all-reduce runs on each poll
+
+    def metrics(self, m: StepMetrics) -> None:
+        pass
+
+    def event(self, message: str, data: dict[str, Any] | None = None) -> None:
+        pass
+
+    def warning(self, code: str, message: str, param: str | None = None, data: dict[str, Any] | None = None) -> None:
+        pass
+
+    def checkpoint(self, step: int, path: Path, metrics: StepMetrics | None) -> None:
+        pass
+
+    def should_stop(self) -> str | None:
+        self.polls += 1
+        return None
+
+
 @dataclass
 class TrainingResult:
     """What a successful run produced."""

@@ -12,8 +12,9 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from core.parallelism import rank_from_env
 from core.schemas.spec import JobSpec
 from worker.training.errors import (
     TrainingCancelled,
@@ -41,6 +42,8 @@ def run_training(
     """Fine-tune `paths.base_model` on `paths.train_file` per `spec`, with the worker's switches `options`.
 
     Raises TrainingError, TrainingCancelled or TrainingPaused."""
+    if rank_from_env().distributed:  # a retry on one rank alone would leave the others waiting in a collective
+        return _attempt(spec, paths, reporter, device, options)
     # An OOM the batch back-off cannot fix gets one more try in memory_mode "min".
     return retry_in_min_memory(lambda s: _attempt(s, paths, reporter, device, options), spec, reporter)
 
@@ -71,17 +74,19 @@ def _run(
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
-    from worker.training import config, evaluation, throughput
+    from worker.training import config, distributed, evaluation, throughput
     from worker.training.callbacks import ReporterCallback
     from worker.training.diagnosis import DiagnosisCallback
     from worker.training.lineage import continue_adapter
     from worker.training.outputs import save_adapter
     from worker.training.preflight import report_data_warnings
 
+    # Under torchrun: this rank's device and ddp/fsdp; refuses what the stack cannot run, joins the process group.
+    rank, strategy, device = distributed.setup(spec, paths.base_model, device)
     if spec.method == "dpo":  # preference pairs: DPOTrainer on the same adapter (worker/training/dpo.py)
         from worker.training.dpo import run_dpo
 
-        return run_dpo(spec, paths, reporter, device, options)
+        return run_dpo(spec, paths, reporter, device, options, rank, strategy)
     device = config.resolve_device(device)
     _check_inputs(paths)
     tokenizer = _load_tokenizer(paths.base_model)
@@ -105,12 +110,16 @@ def _run(
     if paths.resume_from is None:  # a resumed run warned already
         report_data_warnings(prepared, max_len, reporter)
 
-    quantization = config.bnb_config(spec, device)
+    quantization = config.bnb_config(spec, device, sharded=strategy == "fsdp")
     quantized = quantization is not None
     if not quantized and spec.quantization.mode.value != "none":
         reporter.event(f"bitsandbytes has no 4-bit backend on {device}: training plain LoRA instead of QLoRA")
     mode = spec.quantization.mode.value if quantized else "none"
-    reporter.event(f"Loading base model {paths.base_model.name} ({mode}, {device})", {"quantization": mode})
+    on = f"{device}, {strategy} over {rank.world_size} ranks" if rank.distributed else device
+    reporter.event(
+        f"Loading base model {paths.base_model.name} ({mode}, {on})",
+        {"quantization": mode, "parallelism": strategy, "world_size": rank.world_size},
+    )
     with _stage("loading the base model"):
         dtype = config.training_dtype(spec, device, quantized)
         model = _load_model(paths.base_model, quantization, dtype, device, options.attention)
@@ -118,8 +127,9 @@ def _run(
         _keep_4bit_layout_trainable(model)
 
     args = config.sft_config(
-        spec, output_dir=paths.output_dir / "trainer", device=device, quantized=quantized, has_eval=valid is not None
-    )
+        spec, output_dir=paths.output_dir / "trainer", device=device, quantized=quantized, has_eval=valid is not None,
+        strategy=strategy, world_size=rank.world_size,
+    )  # fmt: skip
     # Packing, micro-batch/accumulation/checkpointing from free memory, kernels: see worker/training/throughput.py.
     args, tuning = throughput.tune(
         spec,
@@ -131,6 +141,7 @@ def _run(
         reporter=reporter,
         resume_from=paths.resume_from,
         options=options,
+        world_size=rank.world_size,
     )
     callback = ReporterCallback(reporter)
     diagnosis = DiagnosisCallback(spec, reporter)  # overfitting, early instability, early stopping
@@ -152,8 +163,12 @@ def _run(
             raise TrainingError("invalid_target_modules", f"{exc} Use 'attention' or 'all-linear'.") from exc
         raise
     trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout; the reporter has them
-    # An OOM step is retried with a halved micro-batch.
-    throughput.install_backoff(trainer, reporter, tuning, options.inject_oom_tokens)
+    if rank.distributed:
+        distributed.plain_cpu_device(trainer.args)
+    # An OOM step is retried with a halved micro-batch; not with several ranks, whose gradient all-reduce expects
+    # the same number of backward passes from each.
+    if not rank.distributed:
+        throughput.install_backoff(trainer, reporter, tuning, options.inject_oom_tokens)
     peft_model = trainer.model
     assert isinstance(peft_model, PeftModel)  # SFTTrainer wraps the base in the adapter of `peft_config`
     if quantized and config.compute_dtype(spec, device) == torch.float32:
@@ -169,6 +184,19 @@ def _run(
     throughput.release_backoff(tuning)  # it held the trainer, and so the model, optimizer and accelerator
     steps = trainer.state.global_step
     check_finished(callback, steps, reporter, "lower the learning rate or raise warmup_ratio")
+    if strategy == "fsdp":  # each rank holds a shard of the adapter: gather it once, with every rank
+        gathered = distributed.gather_adapter(trainer, paths.output_dir / "fsdp-adapter")
+    if not rank.is_main:  # rank 0 alone evaluates, saves and merges; this rank's part is done
+        return TrainingResult(
+            paths.output_dir / "adapter", None, steps, callback.tokens, callback.last, tuning.as_dict()
+        )
+    if strategy == "fsdp":  # the sharded model runs only with all ranks: evaluate and save an unsharded copy
+        del trainer, model, peft_model
+        _free_memory()
+        with _stage("reloading the trained adapter"):
+            model = _load_model(paths.base_model, config.bnb_config(spec, device), dtype, device, options.attention)
+            peft_model = PeftModel.from_pretrained(model, gathered)
+        trainer = cast(Any, None)  # freed; the merge below deletes the name
     published_step = steps
     if spec.training.early_stopping is not None and (best := diagnosis.restore_best(peft_model)) is not None:
         published_step = best

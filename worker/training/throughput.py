@@ -97,8 +97,12 @@ def tune(
     reporter: Reporter,
     resume_from: Path | None = None,
     options: TrainingOptions = TrainingOptions(),
+    world_size: int = 1,
 ) -> tuple[SFTConfig, Tuning]:
-    """Choose packing, the batch plan and the kernels for this run; return the SFTConfig that carries them out."""
+    """Choose packing, the batch plan and the kernels for this run; return the SFTConfig that carries them out.
+
+    With `world_size` ranks, batch_size is the examples of a step on all of them together: each rank plans
+    its share (the Trainer's sampler deals each rank disjoint examples of every step)."""
     t = spec.training
     example_lengths = lengths(data.train)
     pack = packing.should_pack(t.packing, example_lengths)
@@ -116,6 +120,7 @@ def tune(
         lora_targets=spec.lora.module_list(),
         budget_gib=options.memory_budget_gib,
         attention=choice.attention,
+        world_size=world_size,
     )
     resumed_micro = _checkpoint_micro_batch(resume_from)
     if resumed_micro is not None:
@@ -133,8 +138,9 @@ def tune(
         "tf32": choice.tf32 or None,
     }
     args = dataclasses.replace(args, **overrides)
+    ranks = f" on each of {world_size} ranks" if world_size > 1 else ""
     reporter.event(
-        f"Batch plan: {plan.micro_batch} × {plan.row_tokens} tokens per micro-batch, {plan.accumulation} "
+        f"Batch plan: {plan.micro_batch} × {plan.row_tokens} tokens per micro-batch{ranks}, {plan.accumulation} "
         f"accumulation step(s), checkpointing {'on' if plan.gradient_checkpointing else 'off'}, "
         f"packing {'on' if pack else 'off'}, attention {plan.as_dict()['attention_label']}, planned peak "
         f"{plan.planned_peak_bytes / autosize.GIB:.2f} GiB, Liger {'on' if choice.liger else 'off'}",
