@@ -104,6 +104,8 @@ def _train_in_child(job_id: str, attempt: int, processes: int = 1, gpus: list[in
     env = dict(os.environ)
     if gpus is not None:  # the job's GPUs only: jobs sharing this host's GPUs never see each other's
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpus)
+    if processes > 1 and "OMP_NUM_THREADS" not in env:  # torchrun would give each rank one thread
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
     with log_path.open("ab") as log_file:
         child = subprocess.Popen(
             training_command(job_id, workdir, attempt, processes),

@@ -14,6 +14,7 @@ from core.enums import DatasetFormat, JobStatus
 from core.errors import InvalidRequest, NotFound
 from core.ids import new_id
 from core.logging import request_id as log_context_request_id
+from core.parallelism import unsupported_reason
 from core.registry import load_registry
 from core.schemas.method import DEFAULT_BETA, DpoSpec, ParentAdapter
 from core.schemas.spec import DEFAULT_SEED, EarlyStopping, JobSpec, LoraSpec, TrainingSpec
@@ -80,6 +81,9 @@ def create_job(session: Session, settings: Settings, team: Team, body: JobCreate
                 param="training.early_stopping",
             )
         )
+    # Combinations the training stack cannot run on any GPU (e.g. FSDP with DPO) are refused now, not after queueing.
+    if gpus > 1 and (why := unsupported_reason(spec, "cuda", gpus)):
+        raise InvalidRequest(why, param="training.parallelism", code="unsupported_parallelism")
     quota_service.check_can_queue(session, team)
     estimate = placement.estimate_job_memory(settings, base, spec)
     placement.check_fits_pool(session, settings, body.resources, estimate)

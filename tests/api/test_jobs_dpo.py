@@ -92,3 +92,20 @@ def test_method_and_data_must_agree(api, pairs, chat) -> None:  # type: ignore[n
 def test_unknown_fine_tune_parent_is_not_found(api, chat) -> None:  # type: ignore[no-untyped-def]
     r = api.post("/v1/fine_tuning/jobs", json={"model": f"ft:{TINY_MODEL}:x::{'0' * 24}", "training_file": chat})
     assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+
+
+def test_dpo_on_several_gpus_with_fsdp_is_refused_naming_parallelism(api, pairs) -> None:  # type: ignore[no-untyped-def]
+    r = api.post(
+        "/v1/fine_tuning/jobs",
+        json={
+            "model": TINY_MODEL,
+            "training_file": pairs,
+            "method": {"type": "dpo", "dpo": {"hyperparameters": {"batch_size": 2}}},
+            "resources": {"gpus": 2},
+            "training": {"parallelism": "fsdp"},
+        },
+    )
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "training.parallelism" and error["code"] == "unsupported_parallelism"
+    assert "dpo" in error["message"]
