@@ -4,10 +4,11 @@
     python bench/gpu_suite.py --dry-run --out DIR   # anywhere: the whole suite on the CPU with the tiny model
 
 Stages, most wanted first (a run cut short keeps what it had): the worker recipe on the BASELINE shape at batch 1
-and 4; the OOM back-off for real (a memory budget above what the GPU has makes the planner pick a micro-batch that
-cannot fit); the merge into the 16-bit base on CUDA (its device, seconds and own peak); the CUDA-marked tests,
-run as on the GPU image (no database packages, no plugins auto-loaded); `memory_mode: "min"`; bench/throughput.py's
-datasets a/b/c against plain TRL defaults and hand-tuned. Each stage is a child process with a time limit taken
+and 4, and at batch 1 again under torchrun (one rank, as multi-GPU jobs start: issue 18); the OOM back-off for real
+(a memory budget above what the GPU has makes the planner pick a micro-batch that cannot fit); the merge into the
+16-bit base on CUDA (its device, seconds and own peak); the CUDA-marked tests, run as on the GPU image (no database
+packages, no plugins auto-loaded); `memory_mode: "min"`; bench/throughput.py's datasets a/b/c against plain TRL
+defaults and hand-tuned. Each stage is a child process with a time limit taken
 from what is left of `--budget-s`.
 
 Output is unbuffered and teed to OUT/gpu_suite.log; every figure (a child's `RESULT {...}` line) is appended to
@@ -34,6 +35,7 @@ BASELINE = {"A": (4308.0, 6.53), "H": (7797.0, 9.40), "E": (13820.0, 75.53)}
 GPU_TESTS = ["tests/worker/training/test_gpu.py"]
 GPU_TEST_ARGS = ["-p", "no:cacheprovider", "-p", "pytest_timeout", "-m", "gpu", "-q", "-rs"]
 RESERVE_S = 15  # left at the end of the budget for the summary
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=1"]  # as worker/runner.py launches
 
 
 @dataclass
@@ -63,6 +65,8 @@ def stages(dry: bool) -> list[Stage]:
         Stage("environment", [py, str(BENCH / "gpu_suite.py"), "--environment"], 60, bench_script=False),
         Stage("worker_b1", [*check, "--batches", "1", *steps, "--label", "_b1"], 100),
         Stage("worker_b4", [*check, "--batches", "4", *steps, "--label", "_b4"], 90),
+        # Issue 18: the batch-1 run again as a multi-GPU job's ranks start, under torchrun (one rank): no slower.
+        Stage("worker_b1_torchrun", [py, *TORCHRUN, *check[1:], "--batches", "1", *steps, "--label", "_b1_tr"], 100),
         Stage("oom_backoff", [*check, "--batches", "16", *oom_steps, "--label", "_oom"], 120, oom_env),
         # Its own stage (2 steps, then the merge): a slow 16 GB save cannot cost the batch-1 figures.
         Stage("merge", [*check, "--batches", "1", "--steps", "2", "--merge", "--label", "_merge"], 120),
@@ -172,6 +176,11 @@ def summary(figures: list[dict[str, Any]]) -> dict[str, Any]:
             f"÷baseline_{run}_peak": ratio(r.get("peak_alloc_gib"), mem),
             "planned_peak_gib": (r.get("plan") or {}).get("planned_peak_gib"),
         }
+    launched = first("worker_b1_torchrun", lambda f: "tokens_per_s" in f)
+    out["worker_b1_torchrun"] = {
+        "tokens_per_s": launched.get("tokens_per_s"),
+        "÷worker_b1_tokens_per_s": _ratio(launched.get("tokens_per_s"), out["worker_b1"]["tokens_per_s"] or 0),
+    }
     merge = first("merge", lambda f: "merge" in f)
     out["merge"] = {k: merge.get(k) for k in ("merge", "merge_s", "merge_peak_alloc_gib")}
     oom = first("oom_backoff", lambda f: "batch" in f)

@@ -34,6 +34,8 @@ def jobs_create(
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps (default: each epoch).")] = None,
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (default: every 10%).")] = None,
     artifacts: Annotated[str | None, typer.Option(help="adapter and/or merged, comma-separated.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs of one host to train on at once (default 1).")] = None,
+    parallelism: Annotated[str | None, typer.Option(help="With --gpus > 1: auto, ddp or fsdp.")] = None,
     suffix: str | None = None,
     json_out: JsonFlag = False,
 ) -> None:
@@ -50,9 +52,15 @@ def jobs_create(
         "lora": _given(r=r, alpha=alpha, dropout=dropout, target_modules=modules),
         "quantization": _given(mode=quantization),
         "training": _given(
-            max_seq_length=max_seq_length, max_steps=max_steps, eval_every_steps=eval_every, save_every_steps=save_every
+            max_seq_length=max_seq_length,
+            max_steps=max_steps,
+            eval_every_steps=eval_every,
+            save_every_steps=save_every,
+            parallelism=parallelism,
         ),
     }
+    if gpus is not None:
+        body["resources"] = {"gpus": gpus}
     if artifacts is not None:
         body["artifacts"] = artifacts.split(",")
     with connect() as client:

@@ -9,7 +9,17 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-STAGES = ("environment", "worker_b1", "worker_b4", "oom_backoff", "merge", "cuda_tests", "memory_min", "throughput")
+STAGES = (
+    "environment",
+    "worker_b1",
+    "worker_b4",
+    "worker_b1_torchrun",
+    "oom_backoff",
+    "merge",
+    "cuda_tests",
+    "memory_min",
+    "throughput",
+)
 
 
 def test_dry_run_yields_every_figure_as_it_comes(tmp_path: Path) -> None:
@@ -31,6 +41,7 @@ def test_dry_run_yields_every_figure_as_it_comes(tmp_path: Path) -> None:
     summary = json.loads((out / "gpu_suite_summary.json").read_text())
     assert summary["failed_stages"] == []
     assert summary["worker_b1"]["tokens_per_s"] and summary["worker_b4"]["tokens_per_s"]
+    assert summary["worker_b1_torchrun"]["÷worker_b1_tokens_per_s"]  # the same run under torchrun, as a ratio
     assert summary["merge"]["merge"]["merge_device"] == "cpu" and summary["merge"]["merge_s"] is not None
     assert summary["oom_backoff"]["micro_batch_splits"] >= 1 and summary["oom_backoff"]["oom_backoffs"]
     assert summary["cuda_tests"] and "skipped" in summary["cuda_tests"][0]  # collected on the CPU, skipped

@@ -136,3 +136,14 @@ def test_create_sends_only_the_options_given(cli, tmp_path, running_service, tea
     assert plain["artifacts"] == ["adapter", "merged"]
     assert given["lora"]["r"] == 4 and given["lora"]["target_modules"] == ["q_proj", "v_proj"]
     assert given["lora"]["alpha"] == 32.0 and given["quantization"]["mode"] == "none"
+
+
+def test_create_asks_for_gpus_and_shows_why_a_pool_cannot_hold_them(cli, tmp_path, running_service, team) -> None:  # type: ignore[no-untyped-def]
+    file_id = _json(cli("files", "upload", str(_write(tmp_path / "t.jsonl")), "--json"))["id"]
+    base = ["jobs", "create", "--model", TINY_MODEL, "--file", file_id, "--max-steps", "500", "--json"]
+    one = _json(cli(*base, "--gpus", "1", "--parallelism", "ddp"))
+    assert cli("jobs", "cancel", one["id"]).returncode == 0
+    assert one["training"]["parallelism"] == "ddp" and not one.get("resources")
+    # The session's service has one-slot workers only: two GPUs on one host is a 400 naming the field.
+    wide = cli(*base, "--gpus", "2", "--batch-size", "2")
+    assert wide.returncode != 0 and "resources.gpus" in wide.stdout + wide.stderr
