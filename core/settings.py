@@ -65,6 +65,18 @@ class Settings(BaseSettings):
     fair_share_half_life_seconds: float = Field(
         default=6 * 3600.0, gt=0, description="Half-life of the GPU-seconds that order teams for fair share."
     )
+    advertise_host: str = Field(
+        default="",
+        max_length=253,
+        description="The address other workers reach this one at (a multi-host job's rendezvous is on its node 0); "
+        "empty: the hostname.",
+    )
+    rendezvous_port_base: int = Field(
+        default=29400, ge=1024, le=64535, description="Multi-host rendezvous ports: this + a hash of job and attempt."
+    )
+    rendezvous_join_timeout_seconds: float = Field(
+        default=300.0, gt=0, description="How long a multi-host job's node 0 waits for the other nodes to join."
+    )
     gang_reserve_after_seconds: float = Field(
         default=600.0,
         gt=0,

@@ -82,7 +82,8 @@ def dispatch(send: Sender) -> list[str]:
             for slot in a.slots:  # a multi-GPU job holds all its GPUs of one host from now on
                 workers.reserve(session, slot, a.job_id)
     for a in chosen:  # after the commit: a worker that gets the message finds the rows as we left them
-        send(a.job_id, host_of[a.slots[0]])
+        for host in dict.fromkeys(host_of[slot] for slot in a.slots):  # each host of a job wider than one, node 0 first
+            send(a.job_id, host)
     return [a.job_id for a in chosen]
 
 

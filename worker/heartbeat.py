@@ -97,7 +97,7 @@ def beat() -> None:
                 slot.slot_id,
                 host_id=worker_id(),
                 gpu_index=slot.gpu_index,
-                hostname=socket.gethostname(),
+                hostname=get_settings().advertise_host or socket.gethostname(),  # peers' rendezvous address
                 queue=gpu_queue(),
                 **info,
             )

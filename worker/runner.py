@@ -5,12 +5,9 @@ Training runs in a child so that a crash, an OOM or a cancel kill leaves this wo
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Literal
@@ -26,7 +23,7 @@ from core.storage import configured_store
 from db import eventbus, lifecycle
 from db.repositories import jobs, teams, workers
 from db.session import unit_of_work
-from worker import results
+from worker import launch, multinode, results
 from worker.dbretry import retry_db
 from worker.outcome import JobOutcome
 from worker.reporter import STOP_FILE
@@ -41,24 +38,38 @@ def run_job(job_id: str, worker_id: str, own_slots: dict[str, int | None] | None
     """Claim, train, finish. A second delivery of the same job finds it claimed and returns.
 
     `own_slots` are the worker process's slots (id → GPU index); default: the one slot `worker_id`. A job on k GPUs
-    runs on the k slots the dispatcher reserved for it, as k processes under torchrun."""
+    runs on the k slots the dispatcher reserved for it, as k processes under torchrun; a job wider than one host
+    runs on several (worker/multinode.py), this worker claiming it when it is node 0."""
     own_slots = own_slots or {worker_id: None}
     with unit_of_work() as session:
-        slots = _slots_for(session, job_id, worker_id, own_slots)
+        placement = multinode.placement_of(session, job_id)
+    node = placement.node_rank(worker_id) if placement is not None and placement.multi_node else None
+    if placement is not None and node is not None and node > 0:
+        multinode.follow(job_id, worker_id, own_slots, placement)
+        return
+    with unit_of_work() as session:
+        if placement is not None and node == 0:
+            slots, local = placement.slots, placement.slots_on(worker_id)
+        else:
+            placement = None
+            slots = local = _slots_for(session, job_id, worker_id, own_slots)
         job = lifecycle.claim(session, job_id, worker_id, slots, host_id=worker_id) if slots else None
     if job is None:
         log.info("job %s is not queued for this worker any more; skipping the delivery", job_id)
         return
     attempt = job.attempts
-    gpus = [i for i in (own_slots[s] for s in slots) if i is not None]
+    rendezvous = placement.rendezvous(worker_id, attempt) if placement is not None else None
+    gpus = [i for i in (own_slots[s] for s in local) if i is not None]
     try:
         with log_context(job_id=job_id, team_id=job.team_id, request_id=job.request_id, worker_id=worker_id):
-            outcome = _train_in_child(job_id, attempt, len(slots), gpus if len(gpus) == len(slots) else None)
+            outcome = _train_in_child(
+                job_id, attempt, len(local), gpus if len(gpus) == len(local) else None, rendezvous
+            )
             # Hours of training must not be lost to a database restart: wait for it (finish_job runs again safely,
             # its status transition succeeds once).
             retry_db(lambda: finish_job(job_id, outcome, attempt), f"record the outcome of job {job_id}")
     finally:
-        retry_db(lambda: _clear_current_job(slots), f"clear the current job of {', '.join(slots)}")
+        retry_db(lambda: _clear_current_job(slots, job_id), f"clear the current job of {', '.join(slots)}")
 
 
 def _slots_for(session: Session, job_id: str, host_id: str, own_slots: dict[str, int | None]) -> list[str]:
@@ -76,24 +87,20 @@ def _slots_for(session: Session, job_id: str, host_id: str, own_slots: dict[str,
     return reserved[:needed]
 
 
-def _clear_current_job(slots: list[str]) -> None:
+def _clear_current_job(slots: list[str], job_id: str) -> None:
     with unit_of_work() as session:
-        for slot in slots:
-            workers.set_current_job(session, slot, None)
+        workers.release_slots(session, slots, job_id)  # only those still on this job: one may have moved on
         eventbus.ring_after_commit(session)  # its GPUs are free: the dispatcher places the next job now
 
 
-def training_command(job_id: str, workdir: Path, attempt: int, processes: int) -> list[str]:
-    """One training child, or for several GPUs one per GPU under torchrun (rank 0 alone reports); standalone
-    rendezvous picks a free port, so jobs of one host do not collide."""
-    child = ["-m", "worker.job_process", job_id, str(workdir), str(attempt)]
-    if processes == 1:
-        return [sys.executable, *child]
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "--max-restarts=0"]
-    return [sys.executable, *launcher, *child]
-
-
-def _train_in_child(job_id: str, attempt: int, processes: int = 1, gpus: list[int] | None = None) -> JobOutcome:
+def _train_in_child(
+    job_id: str,
+    attempt: int,
+    processes_per_node: int = 1,
+    gpus: list[int] | None = None,
+    rendezvous: launch.Rendezvous | None = None,
+) -> JobOutcome:
+    """Train the job in a child (torchrun for several GPUs; node 0 of several hosts) and say how it ended."""
     workdir = get_settings().resolved_work_dir / job_id
     workdir.mkdir(parents=True, exist_ok=True)
     result_path = workdir / "result.json"
@@ -101,26 +108,14 @@ def _train_in_child(job_id: str, attempt: int, processes: int = 1, gpus: list[in
     stop_path = workdir / STOP_FILE
     stop_path.unlink(missing_ok=True)  # a pause request of an earlier attempt was answered already
     log_path = workdir / "train.log"
-    env = dict(os.environ)
-    if gpus is not None:  # the job's GPUs only: jobs sharing this host's GPUs never see each other's
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in gpus)
-    if processes > 1 and "OMP_NUM_THREADS" not in env:  # torchrun would give each rank one thread
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
-    with log_path.open("ab") as log_file:
-        child = subprocess.Popen(
-            training_command(job_id, workdir, attempt, processes),
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-            env=env,
-        )
-        stopped = _wait(child, job_id, attempt, stop_path)
+    cmd = launch.training_command(job_id, workdir, attempt, processes_per_node, rendezvous)
+    child = launch.start(cmd, launch.child_env(gpus, processes_per_node), log_path)
+    stopped = _wait(child, job_id, attempt, stop_path)
     if stopped:
         return JobOutcome(status=stopped)
     if result_path.is_file():
         return JobOutcome.model_validate_json(result_path.read_text())
-    if processes > 1:  # one of its processes died (killed, or its machine's memory): resume from the checkpoint
+    if processes_per_node > 1 or rendezvous is not None:  # a rank died (killed, out of host memory): resume
         return JobOutcome(status="rank_lost", reason=_rank_death(child.returncode, log_path))
     return _crash_outcome(child.returncode, log_path)
 
@@ -129,12 +124,6 @@ def _rank_death(returncode: int, log_path: Path) -> str:
     tail = log_path.read_text(errors="replace")[-4000:] if log_path.is_file() else ""
     log.error("a process of the job's torchrun exited (code %s)\n%s", returncode, tail)
     return f"A training process of the multi-GPU run died (torchrun exited with code {returncode})"
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: the kernel kills it when this worker dies, so a lost worker leaves no trainer."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _wait(
@@ -154,22 +143,13 @@ def _wait(
         if request in ("cancel", "lost"):
             if request == "lost":
                 log.warning("job %s was re-queued after this worker was presumed lost; stopping its training", job_id)
-            _terminate(child)
+            launch.terminate(child)
             return "cancelled" if request == "cancel" else "lost"
         if request == "pause":
             stop_path.write_text(request)
         else:  # none, or a pause withdrawn before the child saw it
             stop_path.unlink(missing_ok=True)
     return None
-
-
-def _terminate(child: subprocess.Popen[bytes]) -> None:
-    os.killpg(child.pid, signal.SIGTERM)
-    try:
-        child.wait(TERMINATE_GRACE_SECONDS)
-    except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
-        child.wait()
 
 
 def _crash_outcome(returncode: int, log_path: Path) -> JobOutcome:

@@ -114,6 +114,23 @@ def busy_slots(session: Session, since: datetime, queue: str) -> list[Worker]:
     return list(session.scalars(stmt.order_by(Worker.id)))
 
 
+def slots_of_job(session: Session, job_id: str) -> list[Worker]:
+    """Every slot reserved for `job_id` or running it, on any host (a job wider than a host holds several)."""
+    stmt = select(Worker).where((Worker.reserved_job_id == job_id) | (Worker.current_job_id == job_id))
+    return list(session.scalars(stmt.order_by(Worker.host_id, Worker.gpu_index, Worker.id)))
+
+
+def release_slots(session: Session, slot_ids: list[str], job_id: str) -> None:
+    """The job is over for these slots: those still running or reserved for it (and only those: a slot may have
+    moved on to another job already) become free, their usage stretches closed."""
+    running = list(session.scalars(select(Worker.id).where(Worker.id.in_(slot_ids), Worker.current_job_id == job_id)))
+    for slot in running:
+        set_current_job(session, slot, None)
+    session.execute(
+        update(Worker).where(Worker.id.in_(slot_ids), Worker.reserved_job_id == job_id).values(reserved_job_id=None)
+    )
+
+
 def reserve(session: Session, worker_id: str, job_id: str) -> None:
     session.execute(update(Worker).where(Worker.id == worker_id).values(reserved_job_id=job_id))
 

@@ -93,3 +93,22 @@ def _submit(stack: Any, steps: int, **training: Any) -> str:
     )
     assert r.status_code == 200, r.text
     return str(r.json()["id"])
+
+
+def test_a_job_wider_than_any_host_trains_across_two_workers(make_fault_stack, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Two one-slot workers are two hosts: the job's two ranks run on both, meeting at node 0 (torchrun's c10d).
+    stack = make_fault_stack(workers=["a", "b"], device="cpu", advertise_host="127.0.0.1")
+    job_id = _submit(stack, steps=4)
+    job = stack.wait_status(job_id, timeout=300)
+    assert job["status"] == "succeeded", job.get("error")
+    slots = _slots_of(stack, job_id)
+    assert sorted(slots) == sorted([stack.worker_id("a"), stack.worker_id("b")])
+    assert stack.metric_steps(job_id) == [1, 2, 3, 4]  # rank 0 (on node 0) alone reports
+    plan = [e for e in stack.events(job_id) if (e.get("data") or {}).get("world_size")]
+    assert plan and plan[-1]["data"]["world_size"] == 2
+    work = stack.data_dir / "work" / job_id
+    assert (work / "train-node1.log").is_file()  # node 1's worker ran its rank under the same attempt
+    with stack.session() as session:  # both hosts' GPUs free again
+        from db.models import Worker
+
+        assert all(session.get(Worker, s).current_job_id is None for s in slots)
