@@ -204,14 +204,15 @@ def _place(
     now: float,
 ) -> list[Assignment]:
     if policy == "fifo-strict":
-        return _strict_fifo(idle, in_order, by_id)
+        return _strict_fifo(idle, busy, in_order, by_id)
     per_team = len(idle) + 16  # as the dispatcher reads candidates
     depth = per_team if policy != "fifo" else 10**9
     cands = [_candidate(by_id[job_id]) for heap in queued.values() for *_, job_id in heapq.nsmallest(depth, heap)]
     if policy == "fair":
         return assign(idle, cands, dict(usage), busy=busy, now=now, reserve_after_seconds=RESERVE_AFTER_S)
     if policy == "fair-noreserve":
-        return assign(idle, cands, dict(usage))
+        # `busy` too, though no `now`: without the whole pool a gang whose host is partly busy looks multi-node.
+        return assign(idle, cands, dict(usage), busy=busy)
     # FIFO reference: one global queue by priority then age, each job to the smallest GPU that fits.
     out = []
     free = sorted(idle, key=lambda s: (s.memory_total or 0, s.worker_id))
@@ -230,12 +231,13 @@ def _candidate(job: Job) -> Candidate:
     return Candidate(job.job_id, job.team, job.priority, job.arrival, need)
 
 
-def _strict_fifo(idle: list[Slot], in_order: list[str], by_id: dict[str, Job]) -> list[Assignment]:
+def _strict_fifo(idle: list[Slot], busy: list[Slot], in_order: list[str], by_id: dict[str, Job]) -> list[Assignment]:
     # Arrival order only; each job placed as `assign` would place it alone; the first that fits nowhere blocks.
     out: list[Assignment] = []
     free = list(idle)
     while in_order and free:
-        placed = assign(free, [_candidate(by_id[in_order[0]])], {})
+        taken = [s for s in idle if s not in free]
+        placed = assign(free, [_candidate(by_id[in_order[0]])], {}, busy=[*busy, *taken])
         if not placed:
             break
         del in_order[0]

@@ -23,6 +23,8 @@ __all__ = [
     "configured_slots",
     "fits",
     "largest_gang",
+    "largest_placement",
+    "node_layout",
     "minimum_memory_bytes",
     "read_model_shape",
     "requirement_of",
@@ -36,7 +38,7 @@ class Requirement:
     memory_bytes: int | None  # per GPU
     gpu_type: str | None = None
     explicit: bool = False
-    gpus: int = 1  # all on one host
+    gpus: int = 1  # on one host when some host can hold them all, else G on each of N hosts (see node_layout)
 
 
 @dataclass(frozen=True)
@@ -82,12 +84,38 @@ def configured_slots(spec: str) -> list[Slot]:
 
 
 def largest_gang(slots: list[Slot], req: Requirement) -> int:
-    """The most slots fitting `req` that one host has: how many GPUs a job like it could get at once."""
+    """The most slots fitting `req` that one host has: how many GPUs a job like it could get on one host."""
+    return max(_fitting_per_host(slots, req), default=0)
+
+
+def node_layout(slots: list[Slot], req: Requirement) -> tuple[int, int] | None:
+    """(N hosts, G GPUs each) with N·G = `req.gpus` that `slots` can hold, fewest hosts first; None if no layout.
+
+    G is one number for every node because torchrun's --nproc-per-node is; N = 1 whenever one host can hold the
+    job, so a job that fits a host is never split."""
+    counts = _fitting_per_host(slots, req)  # most first: counts[n - 1] >= g means n hosts have g each
+    k = max(1, req.gpus)
+    for g in range(k, 0, -1):
+        n, rest = divmod(k, g)
+        if not rest and len(counts) >= n and counts[n - 1] >= g:
+            return n, g
+    return None
+
+
+def largest_placement(slots: list[Slot], req: Requirement) -> int:
+    """The most GPUs (N·G, G on each of N hosts) a job like `req` could get from `slots`, all idle. Not every
+    smaller count is placeable: hosts of 2 + 2 hold 4 (2×2) but not 3 (3×1 needs three hosts): see node_layout."""
+    counts = _fitting_per_host(slots, req)
+    return max(((n + 1) * g for n, g in enumerate(counts)), default=0)
+
+
+def _fitting_per_host(slots: list[Slot], req: Requirement) -> list[int]:
+    # How many slots fitting `req` each host has, most first.
     per_host: dict[str, int] = {}
     for slot in slots:
         if fits(slot, req):
             per_host[slot.host] = per_host.get(slot.host, 0) + 1
-    return max(per_host.values(), default=0)
+    return sorted(per_host.values(), reverse=True)
 
 
 def read_model_shape(model_dir: Path, parameters: int | None = None) -> ModelShape | None:

@@ -12,6 +12,15 @@ first, then the host left with the fewest idle slots (best fit: whole hosts stay
 then slot id. With one slot per host (k = 1, as the dispatcher passes single-GPU workers) that is exactly
 the old "smallest fitting GPU first, then worker id". Usage is GPU-seconds, so a k-GPU job is charged k×.
 
+Multi-node jobs: a k-GPU job that no host of the pool can hold (idle and busy slots together, counting only
+slots that fit it) runs across hosts, as torchrun does: G fitting idle slots on each of N distinct hosts,
+N·G = k, G the same on every node (torchrun's --nproc-per-node is one number). The fewest hosts that this
+round's idle slots allow (largest G dividing k, `placement.node_layout`); among the hosts with G fitting idle
+slots the same order as a gang's (smallest fitting GPUs, then fewest idle slots left, then host id), exactly
+G slots from each; node 0 is the first host chosen. Not placeable this round: it waits, nothing partial. A
+job one host could hold is never split, even while that host is busy — which is why the pool is idle + busy:
+a caller that leaves out `busy` makes a partly busy host look small. The round-robin counts its N·G GPUs.
+
 Starvation bound: a stream of small jobs keeps some slot of every host busy, so a gang could wait forever.
 A queued multi-GPU job that has waited longer than `reserve_after_seconds` (default 600 s; only when `now`
 is given) gets a host reserved. The scheduler keeps no state, so each round recomputes the choice: among
@@ -22,7 +31,9 @@ Oldest starving job first; one reservation per host and one per team (a team wit
 would otherwise drain every host and take far more than its share); none for a team at its running-job
 limit, which could not start the job anyway. Not done: backfilling the reserved host itself with jobs that
 would end before its busy slots free — that needs runtime estimates we do not have, so the reserved host's
-idle GPUs stay idle while it drains.
+idle GPUs stay idle while it drains. Multi-node jobs get no reservation in this version (holding N hosts
+idle would cost N hosts' worth of GPUs): one waits until N hosts have G idle slots at once, so under a
+steady stream of small jobs it can starve. Hosts held for gangs are closed to it like to any other job.
 """
 
 from __future__ import annotations
@@ -30,9 +41,9 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from core.placement import Requirement, Slot, fits
+from core.placement import Requirement, Slot, fits, largest_gang, node_layout
 
 RESERVE_AFTER_SECONDS = 600.0
 
@@ -50,16 +61,30 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Assignment:
-    """A job placed on `worker_id`, its first slot; `slot_ids` are all the slots it holds (one host's)."""
+    """A job placed on `worker_id`, its first slot; `slot_ids` are all the slots it holds, grouped by host, node
+    0's first (one host's unless the job is multi-node)."""
 
     job_id: str
     team_id: str
     worker_id: str
     slot_ids: tuple[str, ...] = ()
+    # The host of each slot in `slots`, as assign() fills it. A slot id names one slot of one host, so this is
+    # derived from `slot_ids` and takes no part in equality: `Assignment(job, team, worker)` still compares equal.
+    slot_hosts: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def slots(self) -> tuple[str, ...]:
         return self.slot_ids or (self.worker_id,)
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The hosts the job runs on in node order (node 0, torchrun's rank-0 host, first); one unless multi-node."""
+        return tuple(dict.fromkeys(self.slot_hosts)) or (self.worker_id,)
+
+    @property
+    def gpus_per_node(self) -> int:
+        """G: the slots it holds on each host (torchrun's --nproc-per-node)."""
+        return len(self.slots) // len(self.hosts)
 
 
 def decayed_seconds(start: float, end: float, now: float, half_life: float) -> float:
@@ -81,14 +106,17 @@ def assign(
     now: float | None = None,
     reserve_after_seconds: float = RESERVE_AFTER_SECONDS,
 ) -> list[Assignment]:
-    """Hand idle slots to queued jobs by fair share, k-GPU jobs as one-host gangs; teams at their running-job
-    limit are skipped; with `now`, a gang waiting past `reserve_after_seconds` has a host held for it."""
+    """Hand idle slots to queued jobs by fair share, k-GPU jobs as one-host gangs (across hosts only when no host
+    of idle + `busy` could hold one); teams at their running-job limit are skipped; with `now`, a gang waiting
+    past `reserve_after_seconds` has a host held for it."""
     running = dict(running or {})
     max_running = max_running or {}
     queues: dict[str, list[Candidate]] = defaultdict(list)
     for c in sorted(candidates, key=lambda c: (-c.priority, c.created_at, c.job_id)):
         queues[c.team_id].append(c)
     free = sorted(idle, key=_slot_preference)
+    pool = [*idle, *busy]
+    one_host: dict[Requirement, bool] = {}  # can some host of the pool hold the job: its answer never changes
     reserved: dict[str, str] = {}  # host → the starving job its idle slots are held for
     if now is not None:
         reserved = _reservations(free, busy, candidates, now - reserve_after_seconds, running, max_running)
@@ -100,7 +128,7 @@ def assign(
         limit = max_running.get(team)
         picked = None
         if limit is None or running.get(team, 0) < limit:
-            picked = _first_fit(queues[team], free, reserved)
+            picked = _first_fit(queues[team], free, reserved, pool, one_host)
         if picked is None:  # nothing of this team fits free slots (or it is at its limit) this round
             del queues[team]
             continue
@@ -115,7 +143,8 @@ def assign(
         given[team] += len(slots)
         running[team] = running.get(team, 0) + 1
         ids = tuple(s.worker_id for s in slots)
-        out.append(Assignment(job.job_id, team, ids[0], ids if len(ids) > 1 else ()))
+        hosts = tuple(s.host for s in slots)
+        out.append(Assignment(job.job_id, team, ids[0], ids if len(ids) > 1 else (), hosts))
     return out
 
 
@@ -125,7 +154,11 @@ def _slot_preference(slot: Slot) -> tuple[int, int, str]:
 
 
 def _first_fit(
-    jobs: list[Candidate], free: list[Slot], reserved: dict[str, str]
+    jobs: list[Candidate],
+    free: list[Slot],
+    reserved: dict[str, str],
+    pool: list[Slot],
+    one_host: dict[Requirement, bool],
 ) -> tuple[Candidate, tuple[Slot, ...]] | None:
     # The team's best job that fits; a bigger job that fits nowhere free waits without blocking the rest.
     hosts: dict[str, list[Slot]] = defaultdict(list)
@@ -138,7 +171,10 @@ def _first_fit(
         key = (job.requirement, own)  # same requirement, same hosts open to it: same answer
         if key not in tried:
             blocked = {h for h in reserved if h != own}
-            tried[key] = _gang(job.requirement, hosts, blocked)
+            req = job.requirement
+            if req not in one_host:
+                one_host[req] = largest_gang(pool, req) >= req.gpus
+            tried[key] = (_gang if one_host[req] else _spread)(req, hosts, blocked)
         found = tried[key]
         if found is not None:
             return job, found
@@ -160,6 +196,22 @@ def _gang(req: Requirement, hosts: dict[str, list[Slot]], blocked: set[str]) -> 
         if best is None or rank < best[0]:
             best = (rank, tuple(chosen))
     return best[1] if best else None
+
+
+def _spread(req: Requirement, hosts: dict[str, list[Slot]], blocked: set[str]) -> tuple[Slot, ...] | None:
+    """A multi-node job's slots: G on each of the fewest N hosts, the N ranked as gangs' hosts are, node 0 first."""
+    open_fit = {host: [s for s in slots if fits(s, req)] for host, slots in hosts.items() if host not in blocked}
+    layout = node_layout([s for fit in open_fit.values() for s in fit], req)
+    if layout is None:
+        return None
+    n, g = layout
+
+    def rank(host: str) -> tuple[int, int, int, str]:
+        worst = _slot_preference(open_fit[host][g - 1])
+        return (worst[0], worst[1], len(hosts[host]) - g, host)
+
+    chosen = sorted((h for h, fit in open_fit.items() if len(fit) >= g), key=rank)[:n]
+    return tuple(s for host in chosen for s in open_fit[host][:g])
 
 
 def _reservations(

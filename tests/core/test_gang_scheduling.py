@@ -1,5 +1,6 @@
-"""Multi-GPU jobs in core.scheduling.assign: one-host gangs, best fit, the round-robin counting GPUs, and the
-host reserved for a gang that waited past the bound while small jobs kept every host partly busy."""
+"""Multi-GPU jobs in core.scheduling.assign that one host can hold: one-host gangs, best fit, the round-robin
+counting GPUs, and the host reserved for a gang that waited past the bound while small jobs kept every host
+partly busy."""
 
 from __future__ import annotations
 
@@ -27,9 +28,11 @@ def test_a_gang_gets_all_its_slots_on_one_host() -> None:
 
 
 def test_a_gang_is_never_split_across_hosts() -> None:
-    idle = [*host("a", 1), *host("b", 1)]  # two GPUs free, but one per host
+    a = host("a", 2)
+    idle, busy = [a[0], *host("b", 1)], a[1:]  # two GPUs free, but one per host; `a` could hold the pair
 
-    assert assign(idle, [job("pair", "t", gpus=2)], {}) == []
+    # Only a job no host could hold runs across hosts (tests/core/test_multinode_scheduling.py).
+    assert assign(idle, [job("pair", "t", gpus=2)], {}, busy=busy) == []
 
 
 def test_a_gang_waits_without_blocking_its_teams_smaller_jobs() -> None:
