@@ -13,7 +13,9 @@ from core.placement import (
     configured_slots,
     fits,
     largest_gang,
+    largest_placement,
     minimum_memory_bytes,
+    node_layout,
     read_model_shape,
     requirement_of,
 )
@@ -56,11 +58,11 @@ def check_fits_pool(session: Session, settings: Settings, resources: ResourceSpe
     if not slots:
         return
     if any(fits(s, req) for s in slots):
-        gang = largest_gang(slots, req)
-        if gang < req.gpus:
+        if node_layout(slots, req) is None:  # neither one host nor N hosts x G GPUs each can hold it
             raise InvalidRequest(
-                f"no worker in the pool has {req.gpus} GPUs that fit this job on one host: the most any host has is "
-                f"{gang}. A job's GPUs are all on one host; lower resources.gpus.",
+                f"no layout of the pool can give this job {req.gpus} GPUs: one host has at most "
+                f"{largest_gang(slots, req)} that fit it, and across hosts (the same number on each) at most "
+                f"{largest_placement(slots, req)} can be placed. Lower resources.gpus.",
                 param="resources.gpus",
                 code="no_fitting_worker",
             )

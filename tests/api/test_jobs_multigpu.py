@@ -25,11 +25,14 @@ def test_a_job_wider_than_any_host_is_refused_naming_resources_gpus(api, team, r
     host = f"h-{secrets.token_hex(3)}"
     register_worker("a", host=host)
     register_worker("b", host=host)
-    register_worker("single")  # two one-slot hosts never add up to a two-GPU job
+    register_worker("single")
+    # 3 GPUs: no host has 3, and 3 hosts x 1 needs a third host.
     r = _create(api, team, resources={"gpus": 3})
     assert r.status_code == 400, r.text
     error = r.json()["error"]
-    assert error["param"] == "resources.gpus" and "the most any host has is 2" in error["message"]
+    assert error["param"] == "resources.gpus" and "one host has at most 2" in error["message"]
+    # 4 GPUs could only be 2 hosts x 2: the single host has one.
+    assert _create(api, team, resources={"gpus": 4}).json()["error"]["param"] == "resources.gpus"
     job = submit(api, team, resources={"gpus": 2}, hyperparameters={"batch_size": 4})
     assert job["resources"] == {"gpus": 2}  # echoed as asked; one GPU stays implicit
     assert submit(api, team).get("resources") in (None, {})
@@ -57,3 +60,10 @@ def test_gpu_counts_out_of_range_are_refused(api, team) -> None:  # type: ignore
 def test_training_parallelism_is_checked(api, team) -> None:  # type: ignore[no-untyped-def]
     r = _create(api, team, training={"parallelism": "tensor"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "training.parallelism"
+
+
+def test_a_job_wider_than_any_host_is_accepted_when_hosts_together_hold_it(api, team, register_worker) -> None:  # type: ignore[no-untyped-def]
+    register_worker("one")
+    register_worker("two")  # two one-slot hosts: a two-GPU job runs as 2 hosts x 1 GPU
+    job = submit(api, team, resources={"gpus": 2}, hyperparameters={"batch_size": 2})
+    assert job["resources"] == {"gpus": 2}

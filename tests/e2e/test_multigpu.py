@@ -112,3 +112,21 @@ def test_a_job_wider_than_any_host_trains_across_two_workers(make_fault_stack, t
         from db.models import Worker
 
         assert all(session.get(Worker, s).current_job_id is None for s in slots)
+
+
+def test_cancelling_a_job_across_hosts_stops_every_hosts_ranks(make_fault_stack) -> None:  # type: ignore[no-untyped-def]
+    stack = make_fault_stack(workers=["a", "b"], device="cpu", advertise_host="127.0.0.1")
+    job_id = _submit(stack, steps=100_000)
+    wait_until(lambda: stack.job_row(job_id).step >= 2, 240, message="the job never trained")
+    assert len(_ranks_of(job_id)) == 2  # one rank on each host
+    assert stack.http.post(f"/fine_tuning/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    wait_until(lambda: not _ranks_of(job_id), 30, message="a host's rank kept training after the cancel")
+    slots = [stack.worker_id("a"), stack.worker_id("b")]
+
+    def freed() -> bool:
+        from db.models import Worker
+
+        with stack.session() as session:
+            return all(session.get(Worker, s).current_job_id is None for s in slots)
+
+    wait_until(freed, 30, message="the hosts' slots stayed busy")
