@@ -235,7 +235,7 @@ class MergeCheckPublic(BaseModel):
     weight_tolerance: float | None = Field(default=None, description="The largest weight error passed (bf16: 0.01).")
     worst_module: str | None = Field(default=None, description="The tensor with the largest weight error.")
     adapted_tensors: int | None = Field(default=None, description="Tensors the adapter changes, compared.")
-    missing_tensors: list[str] = Field(default=[], description="Adapted tensors the merged model lacks.")
+    missing_tensors: list[str] = Field(default=[], description="Adapted tensors the merged model lacks or reshapes.")
 
 
 class ReportPublic(BaseModel):

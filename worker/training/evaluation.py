@@ -149,7 +149,7 @@ def merge_failure(check: dict[str, Any]) -> str:
     reasons = []
     if missing := check["missing_tensors"]:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        reasons.append(f"the merged model lacks adapted tensors {', '.join(missing[:3])}{more}")
+        reasons.append(f"the merged model lacks (or reshapes) tensors {', '.join(missing[:3])}{more}")
     if not check["adapted_tensors"]:
         reasons.append("no tensor of the base matches the adapter's")
     if check["max_weight_error"] > check["weight_tolerance"]:

@@ -83,15 +83,21 @@ def test_a_merge_with_the_wrong_scaling_fails(tiny_model: Path, merged: tuple[Pa
     assert not check["weights_passed"] and check["max_weight_error"] > check["weight_tolerance"]
 
 
+@pytest.mark.parametrize("damage", ["drop", "transpose"])
 def test_a_merged_model_without_an_adapted_tensor_fails(
-    tiny_model: Path, merged: tuple[Path, Path], tmp_path: Path
+    tiny_model: Path, merged: tuple[Path, Path], tmp_path: Path, damage: str
 ) -> None:
     adapter, merged_dir = merged
     broken = copy_of(merged_dir, tmp_path / "broken")
     [shard] = broken.glob("*.safetensors")
     tensors = load_file(shard)
-    del tensors["model.layers.1.self_attn.v_proj.weight"]
+    name = "model.layers.1.self_attn.v_proj.weight"  # 32 x 64
+    if damage == "drop":
+        del tensors[name]
+    else:
+        tensors[name] = tensors[name].T.contiguous()
     save_file(tensors, shard, metadata={"format": "pt"})
     check = weight_check(tiny_model, adapter, broken, torch.bfloat16)
-    assert not check["weights_passed"] and check["missing_tensors"] == ["model.layers.1.self_attn.v_proj.weight"]
-    assert check["adapted_tensors"] == LINEAR_TENSORS - 1
+    assert not check["weights_passed"] and len(check["missing_tensors"]) == 1
+    assert check["missing_tensors"][0] == (name if damage == "drop" else f"{name} (shape [64, 32], not [32, 64])")
+    assert check["max_weight_error"] <= check["weight_tolerance"]  # every other tensor is right
