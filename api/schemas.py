@@ -220,14 +220,22 @@ class GenerationPublic(BaseModel):
 
 
 class MergeCheckPublic(BaseModel):
-    """The merged model's loss against base + adapter's; failed: the merged artifact was not published."""
+    """The merged weights against W_base + scaling x (B @ A), and the merged model's loss against base + adapter's;
+    failed: the merged artifact was not published. The weight figures are null in reports made before them."""
 
     passed: bool
     base_plus_adapter_loss: float
     merged_loss: float | None
     difference: float | None
-    tolerance: float
+    tolerance: float = Field(description="Largest loss difference passed, a gross bound: max(5% of the loss, 0.02).")
     dtype: str
+    max_weight_error: float | None = Field(
+        default=None, description="Largest ||W_merged - W_ref||_F / ||W_ref||_F over the model's tensors."
+    )
+    weight_tolerance: float | None = Field(default=None, description="The largest weight error passed (bf16: 0.01).")
+    worst_module: str | None = Field(default=None, description="The tensor with the largest weight error.")
+    adapted_tensors: int | None = Field(default=None, description="Tensors the adapter changes, compared.")
+    missing_tensors: list[str] = Field(default=[], description="Adapted tensors the merged model lacks or reshapes.")
 
 
 class ReportPublic(BaseModel):

@@ -225,8 +225,15 @@ def jobs_report(job_id: str, json_out: JsonFlag = False) -> None:
     merge = report.get("merge_check")
     if merge:
         verdict = "[green]passed[/]" if merge["passed"] else "[red]FAILED: merged model not published[/]"
+        weights = (
+            f"weight error {merge['max_weight_error']} against base + adapter's "
+            f"(tolerance {merge['weight_tolerance']}, "
+            f"worst {merge['worst_module']}); "
+            if merge.get("max_weight_error") is not None
+            else ""
+        )
         console.print(
-            f"merge check {verdict}: merged loss {fmt(merge['merged_loss'])} vs base + adapter "
+            f"merge check {verdict}: {weights}merged loss {fmt(merge['merged_loss'])} vs base + adapter "
             f"{fmt(merge['base_plus_adapter_loss'])} (tolerance {merge['tolerance']}, {merge['dtype']})"
         )
     for warning in report["warnings"]:

@@ -85,7 +85,8 @@ def test_overfitting_job_stops_early_publishes_its_best_step_and_reports(http, r
     assert report["base"]["loss"] > 0 and report["fine_tune"]["loss"] > 0 and report["base"]["perplexity"]
     assert [g["reference"] for g in report["generations"]] == [r["completion"] for r in VALID_ROWS]
     assert any("Zorblax" in g["fine_tune"] and "Zorblax" not in g["base"] for g in report["generations"])
-    assert report["merge_check"]["passed"]
+    merge = report["merge_check"]
+    assert merge["passed"] and 0 < merge["max_weight_error"] <= merge["weight_tolerance"] and merge["worst_module"]
     kinds = {a["kind"] for a in http.get(f"/fine_tuning/jobs/{job['id']}/artifacts").json()["data"]}
     assert {"adapter", "merged"} <= kinds
 
@@ -119,12 +120,14 @@ def test_overfitting_job_stops_early_publishes_its_best_step_and_reports(http, r
     )
     assert printed.returncode == 0, printed.stderr
     assert "fine_tune" in printed.stdout and "merge check passed" in printed.stdout
+    assert f"weight error {merge['max_weight_error']}" in printed.stdout
     assert "overfitting" in printed.stdout and VALID_ROWS[0]["prompt"] in printed.stdout
 
     sign_in(browser, team.key)
     page = browser.get(f"/jobs/{job['id']}", headers={"accept": "text/html"}).text
     assert page.index('id="warnings"') < page.index('id="report"') < page.index("<h2>Spec</h2>")
     assert 'data-code="overfitting"' in page and "Merge check passed" in page
+    assert f"weight error {merge['max_weight_error']}" in page and merge["worst_module"] in page
     assert VALID_ROWS[1]["completion"].strip() in page  # the generations table, with the references
 
 

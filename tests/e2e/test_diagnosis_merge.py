@@ -29,6 +29,7 @@ def test_a_broken_merge_is_refused_and_the_adapter_still_published(make_fault_st
     [warning] = [w for w in job["warnings"] if w["code"] == "merge_check_failed"]
     assert "not published" in warning["message"]
     check = stack.http.get(f"/fine_tuning/jobs/{job['id']}/report").json()["merge_check"]
-    assert not check["passed"] and check["difference"] > check["tolerance"]
+    assert not check["passed"] and check["max_weight_error"] > check["weight_tolerance"]
+    assert check["worst_module"] in warning["message"]
     kinds = {a["kind"] for a in stack.http.get(f"/fine_tuning/jobs/{job['id']}/artifacts").json()["data"]}
     assert "adapter" in kinds and "merged" not in kinds

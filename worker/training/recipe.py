@@ -242,10 +242,8 @@ def _run(
             merged_dir = None  # the adapter is still published
             reporter.warning(
                 "merge_check_failed",
-                f"Merge check failed: the merged model's loss {check['merged_loss']} differs from base + adapter's "
-                f"{check['base_plus_adapter_loss']} by more than {check['tolerance']} ({check['dtype']}); the merged "
-                "model is not published, the adapter is. A merge into 4-bit weights does this: merge into a 16-bit "
-                "base.",
+                f"Merge check failed: {evaluation.merge_failure(check)}; the merged model is not published, the "
+                "adapter is. A merge into 4-bit weights does this: merge into a 16-bit base.",
                 "artifacts",
                 check,
             )
