@@ -55,7 +55,7 @@ def run_job(job_id: str, worker_id: str, own_slots: dict[str, int | None] | None
             slots = local = _slots_for(session, job_id, worker_id, own_slots)
         job = lifecycle.claim(session, job_id, worker_id, slots, host_id=worker_id) if slots else None
     if job is None:
-        log.info("job %s is not queued for this worker any more; skipping the delivery", job_id)
+        log.info("job %s is not queued any more; skipping duplicate delivery", job_id)
         return
     attempt = job.attempts
     rendezvous = placement.rendezvous(worker_id, attempt) if placement is not None else None
