@@ -5,22 +5,23 @@ the validation loss by 6.3e-3, a merge rounded to 4-bit levels moved the tiny te
 downwards). The weights can: a correct merge is W_ref rounded once to the merge dtype (plus the base's own rounding
 when its checkpoint is float32), every element within 2^-8 of itself in bf16, so the relative Frobenius error
 ||W_merged - W_ref|| / ||W_ref|| of a tensor is at most 2 x 2^-8 = 7.8e-3 (bf16) or 2 x 2^-11 = 9.8e-4 (fp16)
-whatever the model; 4-bit levels (16 per row) are several percent off. Tensors are read one at a time from the
-safetensors files (memory-mapped), so checking an 8B model never holds a second copy of it.
+whatever the model; 4-bit levels (16 per row) are several percent off. Tensors are read a block of rows at a time from
+the safetensors files (plain reads, not memory-mapped), so checking an 8B model never holds a second copy of it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import struct
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 
 # Relative Frobenius error a tensor of the merged model may have: above the worst a correct merge reaches (two
 # roundings to the dtype, bound above) and far below 4-bit levels. Measured, largest over the tensors, correct merge
@@ -125,34 +126,57 @@ def _pattern(patterns: dict[str, Any], module: str, default: Any) -> Any:
 
 
 class _Files:
-    """The tensors of a checkpoint's safetensors shards by name, each read only when asked for."""
+    """The tensors of a checkpoint's safetensors shards by name, each read only when asked for, with plain reads of
+    its byte range: a memory-mapped read would leave every page of the checked models resident (the check then
+    looked like a third model in the merge stage's peak)."""
 
-    def __init__(self, handles: dict[str, Any]) -> None:
-        self._handles = handles
+    def __init__(self, entries: dict[str, tuple[int, str, list[int], int]]) -> None:
+        self._entries = entries  # name -> (file descriptor, dtype, shape, byte offset of its data)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._handles))
+        return iter(sorted(self._entries))
 
     def __contains__(self, name: object) -> bool:
-        return name in self._handles
+        return name in self._entries
 
     def get(self, name: str) -> torch.Tensor:
-        return self._handles[name].get_tensor(name)  # type: ignore[no-any-return]
+        shape = self.shape(name)
+        return self.rows(name, 0, shape[0] if shape else 1)
 
     def shape(self, name: str) -> list[int]:
-        return list(self._handles[name].get_slice(name).get_shape())
+        return list(self._entries[name][2])
 
     def rows(self, name: str, start: int, stop: int) -> torch.Tensor:
         """Rows start:stop of a tensor (a 0-d tensor whole)."""
-        part = self._handles[name].get_slice(name)
-        return part[start:stop] if part.get_shape() else self.get(name)
+        fd, dtype_name, shape, offset = self._entries[name]
+        dtype = _DTYPES[dtype_name]
+        row = math.prod(shape[1:]) if shape else 1
+        stop = min(stop, shape[0]) if shape else 1
+        size = dtype.itemsize
+        data = bytearray(os.pread(fd, (stop - start) * row * size, offset + start * row * size))
+        tensor = torch.frombuffer(data, dtype=dtype) if data else torch.empty(0, dtype=dtype)
+        return tensor.reshape([stop - start, *shape[1:]] if shape else [])
+
+
+_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
 
 
 @contextmanager
 def _tensors(directory: Path) -> Iterator[_Files]:
-    with ExitStack() as stack:
-        handles: dict[str, Any] = {}
+    """A checkpoint's tensors from its safetensors headers: a little-endian u64 header size, then a JSON header of
+    each tensor's dtype, shape and byte range after the header."""
+    fds: list[int] = []
+    try:
+        entries: dict[str, tuple[int, str, list[int], int]] = {}
         for shard in sorted(directory.glob("*.safetensors")):
-            handle = stack.enter_context(safe_open(str(shard), framework="pt"))
-            handles.update(dict.fromkeys(handle.keys(), handle))
-        yield _Files(handles)
+            fd = os.open(shard, os.O_RDONLY)
+            fds.append(fd)
+            (size,) = struct.unpack("<Q", os.pread(fd, 8, 0))
+            header = json.loads(os.pread(fd, size, 8))
+            for name, info in header.items():
+                if name != "__metadata__":
+                    entries[name] = (fd, info["dtype"], info["shape"], 8 + size + info["data_offsets"][0])
+        yield _Files(entries)
+    finally:
+        for fd in fds:
+            os.close(fd)
