@@ -37,6 +37,14 @@ def _file(api: Any, team: TeamKey) -> str:
     return str(r.json()["id"])
 
 
+def submit_queued(api: Any, team: TeamKey, leftovers: list[str], **body: Any) -> str:
+    """Create a job as `team`, validate it as the dispatcher would (queued), and note it for cleanup."""
+    job_id = str(submit(api, team, **body)["id"])
+    queue(job_id)
+    leftovers.append(job_id)
+    return job_id
+
+
 def queue(job_id: str) -> None:
     """What the dispatcher's validation step does for a job whose files are stored."""
     from db import lifecycle

@@ -4,20 +4,12 @@ is claimed and charged on each, and a host is held for it once it has waited pas
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from tests.api import pool_helpers
-from tests.api.pool_helpers import Recorder, claim, queue, submit
+from tests.api.pool_helpers import Recorder, claim, submit_queued
 
 register_worker = pool_helpers.register_worker  # fixtures
 cancel_leftovers = pool_helpers.cancel_leftovers
-
-
-def _queued(api: Any, team: Any, leftovers: list[str], **body: Any) -> str:
-    job_id = submit(api, team, **body)["id"]
-    queue(job_id)
-    leftovers.append(job_id)
-    return job_id
 
 
 def _reserved(*slots: str) -> list[str | None]:
@@ -42,7 +34,7 @@ def test_a_two_gpu_job_takes_two_slots_of_one_host_and_is_charged_for_both(
     lone = register_worker("lone")  # a one-slot host: never half of a two-GPU job
     host = f"host-{secrets.token_hex(3)}"
     g0, g1 = register_worker("g0", host=host), register_worker("g1", host=host)
-    job = _queued(api, team, cancel_leftovers, resources={"gpus": 2}, hyperparameters={"batch_size": 2})
+    job = submit_queued(api, team, cancel_leftovers, resources={"gpus": 2}, hyperparameters={"batch_size": 2})
     send = Recorder()
     assert dispatch(send) == [job]
     assert send.sent == [(job, host)]  # one message, to the host's own queue
@@ -63,12 +55,12 @@ def test_a_host_is_held_for_a_gang_that_waited_past_the_bound(
     small, big = make_team(), make_team()
     host = f"host-{secrets.token_hex(3)}"
     g0, g1 = register_worker("g0", host=host), register_worker("g1", host=host)
-    running = _queued(api, small, cancel_leftovers)
+    running = submit_queued(api, small, cancel_leftovers)
     assert dispatch(Recorder()) == [running]
     (slot,) = [s for s in (g0, g1) if _reserved(s) == [running]]
     claim(running, slot)
-    gang = _queued(api, big, cancel_leftovers, resources={"gpus": 2}, hyperparameters={"batch_size": 2})
-    _queued(api, small, cancel_leftovers)  # a one-GPU job that would fit the free slot
+    gang = submit_queued(api, big, cancel_leftovers, resources={"gpus": 2}, hyperparameters={"batch_size": 2})
+    submit_queued(api, small, cancel_leftovers)  # a one-GPU job that would fit the free slot
     # The free slot stays free for the gang, which waited past the bound; the one-GPU job does not take it.
     assert dispatch(Recorder()) == []
     pool_helpers.finish(running, slot)

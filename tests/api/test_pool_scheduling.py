@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any
 
 from tests.api import pool_helpers
-from tests.api.pool_helpers import Recorder, claim, claim_and_finish, queue, submit
+from tests.api.pool_helpers import Recorder, claim, claim_and_finish, submit_queued
 
 register_worker = pool_helpers.register_worker  # fixtures
 cancel_leftovers = pool_helpers.cancel_leftovers
-
-
-def _queued(api: Any, team: Any, leftovers: list[str], **body: Any) -> str:
-    job_id = submit(api, team, **body)["id"]
-    queue(job_id)
-    leftovers.append(job_id)
-    return job_id
 
 
 def test_burst_of_one_team_does_not_starve_another(api, make_team, register_worker, cancel_leftovers) -> None:  # type: ignore[no-untyped-def]
@@ -26,16 +18,16 @@ def test_burst_of_one_team_does_not_starve_another(api, make_team, register_work
     busy, quiet = make_team(), make_team()
     w = register_worker("w")
     # The busy team has used the pool recently.
-    first = _queued(api, busy, cancel_leftovers)
+    first = submit_queued(api, busy, cancel_leftovers)
     assert dispatch(send := Recorder()) == [first] and send.sent == [(first, w)]
     claim(first, w)
     time.sleep(0.3)
     from tests.api.pool_helpers import finish
 
     finish(first, w)
-    burst = [_queued(api, busy, cancel_leftovers) for _ in range(5)]
-    urgent = _queued(api, busy, cancel_leftovers, priority=10)
-    single = _queued(api, quiet, cancel_leftovers)  # submitted last
+    burst = [submit_queued(api, busy, cancel_leftovers) for _ in range(5)]
+    urgent = submit_queued(api, busy, cancel_leftovers, priority=10)
+    single = submit_queued(api, quiet, cancel_leftovers)  # submitted last
     order = []
     for _ in range(4):
         send = Recorder()
@@ -52,8 +44,8 @@ def test_free_workers_are_shared_between_teams_in_one_round(api, make_team, regi
     from worker.dispatcher import dispatch
 
     a, b = make_team(), make_team()
-    a_jobs = [_queued(api, a, cancel_leftovers) for _ in range(3)]
-    b_jobs = [_queued(api, b, cancel_leftovers) for _ in range(3)]
+    a_jobs = [submit_queued(api, a, cancel_leftovers) for _ in range(3)]
+    b_jobs = [submit_queued(api, b, cancel_leftovers) for _ in range(3)]
     workers = {register_worker("w") for _ in range(2)}
     send = Recorder()
     placed = dispatch(send)
@@ -67,9 +59,9 @@ def test_jobs_go_only_to_workers_that_fit(api, make_team, register_worker, cance
     team = make_team()
     small = register_worker("l4", "NVIDIA L4", 24)
     big = register_worker("a100", "NVIDIA A100-SXM4-80GB", 85)
-    needs_big = _queued(api, team, cancel_leftovers, resources={"min_gpu_memory_gb": 40})
-    needs_a100 = _queued(api, team, cancel_leftovers, resources={"gpu_type": "a100"})
-    plain = _queued(api, team, cancel_leftovers)
+    needs_big = submit_queued(api, team, cancel_leftovers, resources={"min_gpu_memory_gb": 40})
+    needs_a100 = submit_queued(api, team, cancel_leftovers, resources={"gpu_type": "a100"})
+    plain = submit_queued(api, team, cancel_leftovers)
     send = Recorder()
     dispatch(send)
     # The big job takes the A100; the A100-only job must wait for it; the plain job fits the L4.
@@ -82,7 +74,7 @@ def test_concurrent_dispatchers_never_place_a_job_twice(api, make_team, register
 
     teams = [make_team(), make_team()]
     for i in range(24):
-        _queued(api, teams[i % 2], cancel_leftovers)
+        submit_queued(api, teams[i % 2], cancel_leftovers)
     workers = [register_worker("w") for _ in range(5)]
     send = Recorder()
     all_placed: list[str] = []
